@@ -1,0 +1,226 @@
+//! The `emocam` command line: parses arguments and calls into the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use emocam::model::{Classifier, describe_source};
+use emocam::recognize::{PREDICT_CSV_HEADER, faces_csv_rows, faces_json};
+use emocam::{DetectorConfig, FaceDetector, Recognizer, dataset, eval, imaging};
+
+/// Live facial-emotion recognition: rustface finds faces, a candle CNN scores 7 emotions.
+#[derive(Parser)]
+#[command(name = "emocam", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect faces in image files and print each face's box and emotion scores.
+    Predict {
+        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Average each face with its mirror image.
+        #[arg(long)]
+        tta: bool,
+        /// Image files (PNG, JPEG, GIF).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
+    Eval {
+        /// A folder of <class>/<images> or a FER2013 CSV (emotion,pixels[,Usage]).
+        #[arg(long)]
+        data: PathBuf,
+        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Only CSV rows whose Usage column equals this (e.g. PublicTest).
+        #[arg(long)]
+        usage: Option<String>,
+        /// Average each face with its mirror image.
+        #[arg(long)]
+        tta: bool,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+fn main() -> ExitCode {
+    emocam::model::use_single_thread_kernels();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Predict {
+            weights,
+            format,
+            tta,
+            images,
+        }) => predict(weights.as_deref(), format, tta, &images),
+        Some(Command::Eval {
+            data,
+            weights,
+            usage,
+            tta,
+            json,
+        }) => run_eval(&data, weights.as_deref(), usage.as_deref(), tta, json),
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("emocam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_classifier(weights: Option<&Path>) -> Result<Classifier> {
+    Classifier::load_or_builtin(weights)
+        .with_context(|| format!("cannot load weights {}", describe_source(weights)))
+}
+
+fn predict(
+    weights: Option<&Path>,
+    format: Format,
+    tta: bool,
+    images: &[PathBuf],
+) -> Result<ExitCode> {
+    let classifier = load_classifier(weights)?;
+    let detector = FaceDetector::new(DetectorConfig::thorough())?;
+    let mut rec = Recognizer::new(detector, classifier);
+    let mut failed = 0usize;
+    let mut out = std::io::stdout().lock();
+    if let Format::Csv = format {
+        writeln!(out, "{PREDICT_CSV_HEADER}")?;
+    }
+    for path in images {
+        let name = path.display().to_string();
+        let faces = imaging::load_rgb(path).and_then(|rgb| {
+            let gray = imaging::to_gray(&rgb);
+            if tta {
+                let boxes = rec.detector.detect(&gray);
+                let crops = emocam::recognize::crop_faces(
+                    &gray,
+                    &boxes,
+                    rec.classifier.input_size(),
+                    rec.margin,
+                );
+                let scores = rec.classifier.classify_tta(&crops)?;
+                Ok(boxes
+                    .into_iter()
+                    .zip(scores)
+                    .map(|(bbox, scores)| emocam::FaceResult { bbox, scores })
+                    .collect())
+            } else {
+                rec.analyze_gray(&gray)
+            }
+        });
+        let faces = match faces {
+            Ok(f) => f,
+            Err(e) => {
+                failed += 1;
+                eprintln!("emocam: {e}");
+                if let Format::Json = format {
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"image": name, "error": e.to_string()})
+                    )?;
+                }
+                continue;
+            }
+        };
+        match format {
+            Format::Json => writeln!(out, "{}", faces_json(&name, &faces))?,
+            Format::Csv => {
+                for row in faces_csv_rows(&name, &faces) {
+                    writeln!(out, "{row}")?;
+                }
+                if faces.is_empty() {
+                    eprintln!("{name}: no face found");
+                }
+            }
+            Format::Text => {
+                if faces.is_empty() {
+                    writeln!(out, "{name}: no face found")?;
+                }
+                for (i, f) in faces.iter().enumerate() {
+                    let (top, p) = f.scores.top();
+                    let b = f.bbox;
+                    writeln!(
+                        out,
+                        "{name}: face {i} at x={} y={} w={} h={}: {top} ({:.1}%)",
+                        b.x,
+                        b.y,
+                        b.w,
+                        b.h,
+                        100.0 * p
+                    )?;
+                    let bars: Vec<String> = f
+                        .scores
+                        .iter()
+                        .map(|(e, p)| format!("{} {:.1}%", e.name(), 100.0 * p))
+                        .collect();
+                    writeln!(out, "    {}", bars.join("  "))?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if failed > 0 {
+        eprintln!(
+            "emocam: {failed} of {} images could not be read",
+            images.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(
+    data: &Path,
+    weights: Option<&Path>,
+    usage: Option<&str>,
+    tta: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let classifier = load_classifier(weights)?;
+    let set = dataset::load(data, usage)?;
+    let report = eval::evaluate(&classifier, &set, tta)?;
+    if json {
+        let mut v = report.to_json();
+        v["model"] = classifier.name().into();
+        v["weights"] = describe_source(weights).into();
+        v["data"] = data.display().to_string().into();
+        println!("{v}");
+    } else {
+        println!(
+            "model: {} ({})",
+            classifier.name(),
+            describe_source(weights)
+        );
+        println!("data:  {}", data.display());
+        print!("{report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

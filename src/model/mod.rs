@@ -1,0 +1,439 @@
+//! Emotion classifiers in candle: architectures, self-describing weights and inference.
+//!
+//! A weights file names its architecture, input size, input scaling and classes in its
+//! safetensors `__metadata__` ([`ModelSpec`]); [`Classifier::load`] picks the network from that,
+//! never from the file name, and checks every tensor before anything runs.
+
+pub mod mini_xception;
+pub mod ops;
+pub mod preprocess;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use image::GrayImage;
+
+use crate::emotion::{Emotion, Scores};
+use crate::error::{Error, Result};
+pub use mini_xception::MiniXception;
+pub use weights::WeightsFile;
+
+/// The default model, compiled into the binary so that `emocam` runs from any folder.
+pub const BUILTIN_WEIGHTS: &[u8] =
+    include_bytes!("../../weights/mini-xception-fer2013.safetensors");
+
+/// Label used in place of a path for [`BUILTIN_WEIGHTS`].
+pub const BUILTIN_LABEL: &str = "<built-in mini-xception-fer2013>";
+
+/// Metadata keys of a weights file.
+pub mod meta {
+    /// Architecture name, e.g. `mini_xception`.
+    pub const ARCHITECTURE: &str = "architecture";
+    /// Side of the square grayscale input in pixels, e.g. `64`.
+    pub const INPUT_SIZE: &str = "input_size";
+    /// How pixels are scaled: `minus_one_to_one` or `zero_to_one`.
+    pub const INPUT_SCALING: &str = "input_scaling";
+    /// JSON array of class names in output order.
+    pub const CLASSES: &str = "classes";
+    /// Human-readable model name shown in the app and written to CSV rows.
+    pub const NAME: &str = "name";
+    /// Batch-norm epsilon used in training (Keras 1e-3, PyTorch 1e-5).
+    pub const BN_EPS: &str = "bn_eps";
+}
+
+/// Network architectures this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// mini-Xception (Arriaga et al. 2017): 64x64 input, separable residual blocks.
+    MiniXception,
+}
+
+impl Architecture {
+    /// Every known architecture.
+    pub const ALL: [Architecture; 1] = [Architecture::MiniXception];
+
+    /// The name written in weights metadata and accepted on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::MiniXception => "mini_xception",
+        }
+    }
+
+    /// Look up an architecture by its metadata name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    fn default_input_size(self) -> u32 {
+        match self {
+            Architecture::MiniXception => 64,
+        }
+    }
+
+    fn default_bn_eps(self) -> f64 {
+        match self {
+            Architecture::MiniXception => 1e-3,
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How 8-bit pixels become network input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputScaling {
+    /// `x = (p / 255 - 0.5) * 2`, in [-1, 1] (the Keras mini-Xception).
+    MinusOneToOne,
+    /// `x = p / 255`, in [0, 1].
+    ZeroToOne,
+}
+
+impl InputScaling {
+    /// The metadata spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputScaling::MinusOneToOne => "minus_one_to_one",
+            InputScaling::ZeroToOne => "zero_to_one",
+        }
+    }
+
+    /// Parse the metadata spelling.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [InputScaling::MinusOneToOne, InputScaling::ZeroToOne]
+            .into_iter()
+            .find(|v| v.name() == s)
+    }
+
+    /// `(multiplier, offset)` such that `x = p * multiplier + offset`.
+    pub fn affine(self) -> (f64, f64) {
+        match self {
+            InputScaling::MinusOneToOne => (2.0 / 255.0, -1.0),
+            InputScaling::ZeroToOne => (1.0 / 255.0, 0.0),
+        }
+    }
+}
+
+/// Smallest and largest accepted input side, in pixels.
+pub const INPUT_SIZE_RANGE: std::ops::RangeInclusive<u32> = 16..=256;
+
+/// What a weights file says about its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub architecture: Architecture,
+    /// Side of the square grayscale input.
+    pub input_size: u32,
+    pub scaling: InputScaling,
+    /// Output classes, in the network's output order.
+    pub classes: Vec<Emotion>,
+    /// Display name.
+    pub name: String,
+    pub bn_eps: f64,
+    /// Every metadata entry of the file, including ones this build does not read.
+    pub metadata: HashMap<String, String>,
+}
+
+impl ModelSpec {
+    /// Read a spec from safetensors metadata; the error says which key is wrong and what it expects.
+    pub fn from_metadata(m: &HashMap<String, String>) -> Result<Self, String> {
+        let known = Architecture::ALL.map(|a| a.name()).join(", ");
+        let arch_name = m.get(meta::ARCHITECTURE).ok_or_else(|| {
+            format!(
+                "metadata has no \"{}\" entry (expected one of: {known})",
+                meta::ARCHITECTURE
+            )
+        })?;
+        let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
+            format!("unknown architecture {arch_name:?} (this build knows: {known})")
+        })?;
+        let input_size = match m.get(meta::INPUT_SIZE) {
+            None => architecture.default_input_size(),
+            Some(s) => {
+                let v: u32 = s.trim().parse().map_err(|_| {
+                    format!(
+                        "metadata {} is {s:?}, expected a whole number of pixels",
+                        meta::INPUT_SIZE
+                    )
+                })?;
+                if !INPUT_SIZE_RANGE.contains(&v) {
+                    return Err(format!(
+                        "metadata {} is {v}, expected {}..={} pixels",
+                        meta::INPUT_SIZE,
+                        INPUT_SIZE_RANGE.start(),
+                        INPUT_SIZE_RANGE.end()
+                    ));
+                }
+                v
+            }
+        };
+        let scaling = match m.get(meta::INPUT_SCALING) {
+            None => InputScaling::MinusOneToOne,
+            Some(s) => InputScaling::from_name(s.trim()).ok_or_else(|| {
+                format!(
+                    "metadata {} is {s:?}, expected minus_one_to_one or zero_to_one",
+                    meta::INPUT_SCALING
+                )
+            })?,
+        };
+        let classes = match m.get(meta::CLASSES) {
+            None => Emotion::ALL.to_vec(),
+            Some(s) => parse_classes(s)?,
+        };
+        let bn_eps = match m.get(meta::BN_EPS) {
+            None => architecture.default_bn_eps(),
+            Some(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && *v < 1.0)
+                .ok_or_else(|| {
+                    format!(
+                        "metadata {} is {s:?}, expected a number in (0, 1)",
+                        meta::BN_EPS
+                    )
+                })?,
+        };
+        let name = m
+            .get(meta::NAME)
+            .cloned()
+            .unwrap_or_else(|| architecture.name().to_string());
+        Ok(Self {
+            architecture,
+            input_size,
+            scaling,
+            classes,
+            name,
+            bn_eps,
+            metadata: m.clone(),
+        })
+    }
+
+    /// The metadata to write for this spec (its extra entries are kept).
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = self.metadata.clone();
+        m.insert(meta::ARCHITECTURE.into(), self.architecture.name().into());
+        m.insert(meta::INPUT_SIZE.into(), self.input_size.to_string());
+        m.insert(meta::INPUT_SCALING.into(), self.scaling.name().into());
+        let names: Vec<&str> = self.classes.iter().map(|c| c.name()).collect();
+        m.insert(
+            meta::CLASSES.into(),
+            serde_json::to_string(&names).unwrap_or_default(),
+        );
+        m.insert(meta::NAME.into(), self.name.clone());
+        m.insert(meta::BN_EPS.into(), self.bn_eps.to_string());
+        m
+    }
+}
+
+fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
+    let names: Vec<String> = serde_json::from_str(s).map_err(|_| {
+        format!(
+            "metadata {} is {s:?}, expected a JSON array of class names",
+            meta::CLASSES
+        )
+    })?;
+    let mut classes = Vec::with_capacity(names.len());
+    for n in &names {
+        let e: Emotion = n
+            .parse()
+            .map_err(|e| format!("metadata {}: {e}", meta::CLASSES))?;
+        if classes.contains(&e) {
+            return Err(format!("metadata {} names {n:?} twice", meta::CLASSES));
+        }
+        classes.push(e);
+    }
+    if classes.len() < 2 {
+        return Err(format!(
+            "metadata {} has {} classes, expected 2 to 7",
+            meta::CLASSES,
+            classes.len()
+        ));
+    }
+    Ok(classes)
+}
+
+/// The networks this build can run.
+enum Net {
+    MiniXception(MiniXception),
+}
+
+impl Module for Net {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Net::MiniXception(m) => m.forward(xs),
+        }
+    }
+}
+
+/// A loaded, validated emotion classifier: face crops in, [`Scores`] out.
+pub struct Classifier {
+    net: Net,
+    spec: ModelSpec,
+    source: PathBuf,
+    device: Device,
+}
+
+impl Classifier {
+    /// Load and validate a weights file; nothing is returned unless every tensor checks out.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_weights(WeightsFile::read(path)?)
+    }
+
+    /// The model compiled into the binary ([`BUILTIN_WEIGHTS`]).
+    pub fn builtin() -> Result<Self> {
+        Self::from_weights(WeightsFile::parse(
+            BUILTIN_WEIGHTS,
+            Path::new(BUILTIN_LABEL),
+        )?)
+    }
+
+    /// Load from `path`, or the built-in model when `path` is `None`.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::builtin(),
+        }
+    }
+
+    /// Build the network a parsed file describes.
+    pub fn from_weights(file: WeightsFile) -> Result<Self> {
+        let WeightsFile {
+            path,
+            spec,
+            tensors,
+        } = file;
+        let device = Device::Cpu;
+        let (backend, problem) = weights::CheckedBackend::new(tensors);
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        let built = match spec.architecture {
+            Architecture::MiniXception => {
+                MiniXception::new(vb, spec.classes.len(), spec.bn_eps).map(Net::MiniXception)
+            }
+        };
+        let net = built
+            .map_err(|e| Error::weights(&path, problem.get().unwrap_or_else(|| e.to_string())))?;
+        let clf = Self {
+            net,
+            spec,
+            source: path,
+            device,
+        };
+        // A last check that the weights run and give one probability per class.
+        let probe = Tensor::zeros(
+            (
+                1,
+                1,
+                clf.spec.input_size as usize,
+                clf.spec.input_size as usize,
+            ),
+            DType::F32,
+            &clf.device,
+        )?;
+        let out = clf.forward(&probe).map_err(|e| {
+            Error::weights(
+                &clf.source,
+                format!("the network does not run on its input size: {e}"),
+            )
+        })?;
+        if out.dims() != [1, clf.spec.classes.len()] {
+            return Err(Error::weights(
+                &clf.source,
+                format!(
+                    "the network gives {:?} outputs, expected [1, {}] for the classes in its metadata",
+                    out.dims(),
+                    clf.spec.classes.len()
+                ),
+            ));
+        }
+        Ok(clf)
+    }
+
+    /// What the weights file says about this model.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The file this model was loaded from (or the built-in label).
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Display name of the model.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Side of the square face crop the model takes.
+    pub fn input_size(&self) -> u32 {
+        self.spec.input_size
+    }
+
+    /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.net.forward(x)?;
+        Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+    }
+
+    /// Classify a batch of grayscale face crops (any size; resized to the input size if needed).
+    /// All faces go through the network in one batch.
+    pub fn classify(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let x = preprocess::batch_tensor(faces, &self.spec, &self.device)?;
+        let probs = self.forward(&x)?.to_vec2::<f32>()?;
+        Ok(probs.iter().map(|p| self.to_scores(p)).collect())
+    }
+
+    /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time augmentation).
+    pub fn classify_tta(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
+        let mut both: Vec<GrayImage> = faces.to_vec();
+        both.extend(faces.iter().map(crate::imaging::flip_horizontal));
+        let s = self.classify(&both)?;
+        let n = faces.len();
+        Ok((0..n)
+            .map(|i| {
+                let mut avg = [0f32; Emotion::COUNT];
+                for (k, v) in avg.iter_mut().enumerate() {
+                    *v = (s[i].0[k] + s[i + n].0[k]) / 2.0;
+                }
+                Scores(avg)
+            })
+            .collect())
+    }
+
+    /// Map one output row (in the model's class order) into FER-ordered scores.
+    fn to_scores(&self, p: &[f32]) -> Scores {
+        let mut s = [0f32; Emotion::COUNT];
+        for (class, v) in self.spec.classes.iter().zip(p) {
+            s[class.index()] = *v;
+        }
+        Scores(s)
+    }
+}
+
+/// Make candle's CPU kernels single-threaded unless `RAYON_NUM_THREADS` is already set.
+///
+/// The app runs detection and inference on separate threads, one core each; letting candle's
+/// matmuls spread over both cores only makes them fight. Setting the variable also stops candle
+/// from re-reading /proc/cpuinfo on every matmul. Call it first thing in `main`, before any
+/// thread starts.
+pub fn use_single_thread_kernels() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called at program start, before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+}
+
+/// Where a weights path came from, for messages: the path, or the built-in label.
+pub fn describe_source(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|| BUILTIN_LABEL.to_string())
+}

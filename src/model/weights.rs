@@ -1,0 +1,232 @@
+//! Reading, validating and writing self-describing weights files (safetensors + `__metadata__`).
+//!
+//! A file is checked completely before anything runs: its header, its metadata (architecture,
+//! input size, scaling, classes) and every tensor the architecture asks for (presence, dtype and
+//! shape). The architecture's own `new(vb)` is the single list of expected tensors: it asks a
+//! [`CheckedBackend`] for each one, which records the first problem with its name and shapes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use super::ModelSpec;
+use crate::error::{Error, Result};
+
+/// Largest weights file we agree to read; our models are well under 10 MB.
+pub const MAX_WEIGHTS_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A parsed weights file: where it came from, what it says it is, and its tensors (as f32).
+pub struct WeightsFile {
+    /// The file's path, or a label such as `<built-in>` for embedded weights.
+    pub path: PathBuf,
+    /// The model description read from `__metadata__`.
+    pub spec: ModelSpec,
+    /// Every tensor in the file, converted to f32 on the CPU.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+impl WeightsFile {
+    /// Read and parse a weights file from disk.
+    pub fn read(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::weights(path, format!("cannot open weights file: {e}")))?;
+        if !meta.is_file() {
+            return Err(Error::weights(path, "is not a file"));
+        }
+        if meta.len() > MAX_WEIGHTS_BYTES {
+            return Err(Error::weights(
+                path,
+                format!(
+                    "file is {} bytes, larger than the {} bytes a weights file may have",
+                    meta.len(),
+                    MAX_WEIGHTS_BYTES
+                ),
+            ));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::weights(path, format!("cannot read weights file: {e}")))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parse the bytes of a weights file; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let fail = |reason: String| Error::weights(path, reason);
+        let st = SafeTensors::deserialize(bytes).map_err(|e| fail(describe(&e, bytes.len())))?;
+        let (_, header) =
+            SafeTensors::read_metadata(bytes).map_err(|e| fail(describe(&e, bytes.len())))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let spec = ModelSpec::from_metadata(&metadata).map_err(fail)?;
+        let mut tensors = HashMap::new();
+        for (name, view) in st.iter() {
+            let dtype = match view.dtype() {
+                Dtype::F32 => DType::F32,
+                Dtype::F16 => DType::F16,
+                Dtype::BF16 => DType::BF16,
+                Dtype::F64 => DType::F64,
+                other => {
+                    return Err(fail(format!(
+                        "tensor {name} has dtype {other:?}, expected F32 (or F16/BF16/F64)"
+                    )));
+                }
+            };
+            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|e| fail(format!("tensor {name}: {e}")))?;
+            tensors.insert(name.to_string(), t);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            spec,
+            tensors,
+        })
+    }
+}
+
+/// Say what a safetensors parse error means for a user holding the file.
+fn describe(e: &SafeTensorError, len: usize) -> String {
+    use SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => format!(
+            "not a safetensors file: it is {len} bytes, too short for the 8-byte header length"
+        ),
+        E::HeaderTooLarge | E::InvalidHeaderLength => format!(
+            "not a safetensors file (or truncated): the header length in the first 8 bytes does not fit the file's {len} bytes"
+        ),
+        E::InvalidHeader(_) | E::InvalidHeaderDeserialization(_) | E::JsonError(_) => {
+            format!("not a safetensors file: the header is not valid JSON ({e})")
+        }
+        E::MetadataIncompleteBuffer => format!(
+            "truncated or padded: the header's tensors do not end where the file ends ({len} bytes)"
+        ),
+        other => format!("not a valid safetensors file: {other}"),
+    }
+}
+
+/// Write tensors and metadata as a safetensors file (used by training and tools).
+pub fn save(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut data = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        data.push((name.clone(), t.to_dtype(DType::F32)?.contiguous()?));
+    }
+    data.sort_by(|a, b| a.0.cmp(&b.0));
+    let views: Vec<(String, TensorBytes)> = data
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), TensorBytes::new(t)?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))?;
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+struct TensorBytes {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl TensorBytes {
+    fn new(t: &Tensor) -> Result<Self> {
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self {
+            shape: t.dims().to_vec(),
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        })
+    }
+}
+
+impl safetensors::View for TensorBytes {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// A VarBuilder backend over a file's tensors that remembers the first missing or misshapen
+/// tensor, so that the loader can report it by name with expected and found shapes.
+pub struct CheckedBackend {
+    tensors: HashMap<String, Tensor>,
+    problem: Problem,
+}
+
+/// Shared slot holding the first problem a [`CheckedBackend`] met.
+#[derive(Clone, Default)]
+pub struct Problem(Arc<Mutex<Option<String>>>);
+
+impl Problem {
+    /// The first problem met while building a model, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|p| p.clone())
+    }
+}
+
+impl CheckedBackend {
+    /// Wrap a file's tensors; the returned [`Problem`] reads what went wrong after the backend
+    /// has been handed to a `VarBuilder`.
+    pub fn new(tensors: HashMap<String, Tensor>) -> (Self, Problem) {
+        let problem = Problem::default();
+        (
+            Self {
+                tensors,
+                problem: problem.clone(),
+            },
+            problem,
+        )
+    }
+
+    fn record(&self, msg: String) -> candle_core::Error {
+        if let Ok(mut p) = self.problem.0.lock() {
+            p.get_or_insert_with(|| msg.clone());
+        }
+        candle_core::Error::Msg(msg)
+    }
+}
+
+impl SimpleBackend for CheckedBackend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self.tensors.get(name) {
+            None => Err(self.record(format!(
+                "tensor {name} is missing (expected shape {:?})",
+                s.dims()
+            ))),
+            Some(t) if t.shape() != &s => Err(self.record(format!(
+                "tensor {name} has shape {:?}, expected {:?}",
+                t.dims(),
+                s.dims()
+            ))),
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        match self.tensors.get(name) {
+            None => Err(self.record(format!("tensor {name} is missing"))),
+            Some(t) => t.to_dtype(dtype)?.to_device(dev),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
