@@ -30,6 +30,23 @@ pub struct DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// Check the settings are ones rustface accepts (it panics on others).
+    pub fn validate(&self) -> Result<()> {
+        let ok = (0.1..=0.99).contains(&self.pyramid_scale)
+            && self.window_step > 0
+            && self.score_threshold > 0.0
+            && self.detect_width.is_none_or(|w| w >= 20);
+        if ok {
+            return Ok(());
+        }
+        Err(Error::InvalidInput {
+            what: "detector settings".into(),
+            reason: format!(
+                "{self:?}: expected pyramid_scale in 0.1..=0.99, window_step > 0, score_threshold > 0, detect_width >= 20"
+            ),
+        })
+    }
+
     /// For live video: 320 px wide detection copy, coarse pyramid (about 13 ms a 640x480 frame).
     pub fn live() -> Self {
         Self {
@@ -51,7 +68,23 @@ impl DetectorConfig {
     }
 }
 
-/// A rustface detector with its settings; create one per thread (it is not `Send`).
+thread_local! {
+    static OWN_POOL: Option<rayon::ThreadPool> =
+        rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build().ok();
+}
+
+/// Make the calling thread a rayon pool of its own, one thread wide, for the rest of its life.
+///
+/// rustface runs parts of its cascade with rayon (and so do some candle ops). Called from a
+/// plain thread, each call hands the work to rayon's global pool and waits, while the pool's
+/// idle workers spin on the other core: detection took twice as long and a third of the CPU
+/// went to the scheduler. Inside a one-thread pool of its own, the work runs inline.
+pub fn use_own_rayon_pool() {
+    OWN_POOL.with(|_| {});
+}
+
+/// A rustface detector with its settings; create one per thread (it is not `Send`), on the
+/// thread that uses it.
 pub struct FaceDetector {
     inner: Box<dyn rustface::Detector>,
     config: DetectorConfig,
@@ -90,6 +123,7 @@ impl FaceDetector {
         inner.set_pyramid_scale_factor(config.pyramid_scale);
         inner.set_slide_window_step(config.window_step, config.window_step);
         inner.set_score_thresh(config.score_threshold);
+        use_own_rayon_pool();
         Ok(Self { inner, config })
     }
 

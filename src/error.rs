@@ -29,6 +29,10 @@ pub enum Error {
     #[error("camera: {0}")]
     Camera(String),
 
+    /// The window could not be opened or drawn.
+    #[error("window: {0}")]
+    Gui(String),
+
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

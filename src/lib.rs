@@ -1,17 +1,25 @@
 //! emocam: live facial-emotion recognition.
 //!
-//! Faces are found with rustface ([`detect`]), cropped, grayscaled and resized ([`imaging`]), and
-//! classified by a candle CNN ([`model`]) into softmax scores over the seven FER2013 emotions
-//! ([`emotion`]). [`eval`] measures a classifier on labelled crops from a [`dataset`].
+//! Frames come from a [`capture`] source; faces are found with rustface ([`detect`]), cropped,
+//! grayscaled and resized ([`imaging`]), and classified by a candle CNN ([`model`]) into softmax
+//! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
+//! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
+//! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
 
+pub mod capture;
 pub mod dataset;
 pub mod detect;
 pub mod emotion;
 pub mod error;
 pub mod eval;
+pub mod gui;
+pub mod headless;
 pub mod imaging;
 pub mod model;
+pub mod pipeline;
 pub mod recognize;
+pub mod record;
+pub mod track;
 
 pub use detect::{DetectorConfig, FaceDetector};
 pub use emotion::{Emotion, Scores};

@@ -6,16 +6,65 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use emocam::capture::{SourceOptions, SourceSpec};
+use emocam::headless::{RunOptions, run};
 use emocam::model::{Classifier, describe_source};
+use emocam::pipeline::{Pipeline, PipelineConfig};
 use emocam::recognize::{PREDICT_CSV_HEADER, faces_csv_rows, faces_json};
 use emocam::{DetectorConfig, FaceDetector, Recognizer, dataset, eval, imaging};
 
 /// Live facial-emotion recognition: rustface finds faces, a candle CNN scores 7 emotions.
+///
+/// With no subcommand, opens the desktop app on the first camera (or the built-in demo when
+/// there is no camera).
 #[derive(Parser)]
-#[command(name = "emocam", version, about)]
+#[command(
+    name = "emocam",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    app: AppArgs,
+}
+
+/// Options of the desktop app.
+#[derive(clap::Args, Clone)]
+struct AppArgs {
+    /// Camera index to open (see the Camera menu).
+    #[arg(long, conflicts_with = "source")]
+    camera: Option<u32>,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Weights file (.safetensors) to start with; default: the built-in mini-Xception.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Folder for recordings.
+    #[arg(long, default_value = "emocam-recordings")]
+    record_dir: PathBuf,
+    /// Save a PNG screenshot of the window here when --quit-after expires.
+    #[arg(long, requires = "quit_after")]
+    screenshot: Option<PathBuf>,
+    /// Close the window after this many seconds (scripted runs, CI).
+    #[arg(long)]
+    quit_after: Option<f64>,
+}
+
+/// Where frames come from.
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
+    /// `demo`, `demo:SCENE`, `camera:N`, a folder of images, an animated GIF or an image.
+    #[arg(long)]
+    source: Option<SourceSpec>,
+    /// Frames per second for file and demo sources; 0 = as fast as the pipeline takes them.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
+    /// Start a file source again when it ends.
+    #[arg(long = "loop")]
+    looping: bool,
 }
 
 #[derive(Subcommand)]
@@ -34,6 +83,23 @@ enum Command {
         /// Image files (PNG, JPEG, GIF).
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Run the live pipeline without a window: CSV rows and a speed summary.
+    Run {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Write one row per face per processed frame to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Stop after this many processed frames.
+        #[arg(long)]
+        max_frames: Option<u64>,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval {
@@ -79,11 +145,14 @@ fn main() -> ExitCode {
             tta,
             json,
         }) => run_eval(&data, weights.as_deref(), usage.as_deref(), tta, json),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            Ok(ExitCode::SUCCESS)
-        }
+        Some(Command::Run {
+            source,
+            weights,
+            csv,
+            max_frames,
+            json,
+        }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
+        None => run_app(cli.app),
     };
     match result {
         Ok(code) => code,
@@ -221,6 +290,79 @@ fn run_eval(
         );
         println!("data:  {}", data.display());
         print!("{report}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_options(s: &SourceArgs) -> SourceOptions {
+    SourceOptions {
+        fps: s.fps,
+        looping: s.looping,
+    }
+}
+
+fn run_app(args: AppArgs) -> Result<ExitCode> {
+    let source = match (args.camera, args.source.source.clone()) {
+        (Some(i), _) => Some(SourceSpec::Camera(i)),
+        (None, s) => s,
+    };
+    let opts = emocam::gui::AppOptions {
+        source,
+        source_options: source_options(&args.source),
+        weights: args.weights,
+        record_dir: args.record_dir,
+        screenshot: args.screenshot,
+        quit_after: args
+            .quit_after
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(std::time::Duration::from_secs_f64),
+    };
+    emocam::gui::run(opts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_headless(
+    source: &SourceArgs,
+    weights: Option<&Path>,
+    csv: Option<PathBuf>,
+    max_frames: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
+    let classifier = load_classifier(weights)?;
+    let model = classifier.name().to_string();
+    let spec = source.source.clone().unwrap_or(SourceSpec::Demo(None));
+    let src = emocam::capture::open(&spec, source_options(source))
+        .with_context(|| format!("cannot open source {spec}"))?;
+    let pipeline = Pipeline::start(
+        src,
+        classifier,
+        PipelineConfig::default(),
+        std::sync::Arc::new(|| {}),
+    )?;
+    let summary = run(pipeline, &model, &RunOptions { max_frames, csv })?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("source:   {}", summary.source);
+        println!("model:    {}", summary.model);
+        println!(
+            "frames:   {} ({} with faces, {} faces in all), {} dropped",
+            summary.frames, summary.frames_with_faces, summary.faces, summary.dropped
+        );
+        println!(
+            "speed:    {:.1} frames/s over {:.2} s",
+            summary.fps, summary.elapsed_secs
+        );
+        println!(
+            "latency:  median {:.1} ms, p95 {:.1} ms (detect {:.1} ms, classify {:.2} ms per frame)",
+            summary.latency_ms_median,
+            summary.latency_ms_p95,
+            summary.detect_ms_median,
+            summary.infer_ms_median
+        );
+        if let Some(p) = &summary.csv {
+            println!("csv:      {} rows in {}", summary.csv_rows, p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
