@@ -42,6 +42,8 @@ pub struct RunSummary {
     pub elapsed_secs: f64,
     pub csv: Option<PathBuf>,
     pub csv_rows: u64,
+    /// CSV rows lost because the disk could not keep up (0 in a healthy run).
+    pub csv_rows_lost: u64,
     /// Time `shutdown()` took to stop and join the threads.
     pub shutdown_ms: f64,
 }
@@ -120,12 +122,12 @@ pub fn run(pipeline: Pipeline, model: &str, opts: &RunOptions) -> Result<RunSumm
     let source = pipeline.source().to_string();
     let dropped_before = pipeline.stats().dropped();
     let shutdown = pipeline.shutdown();
-    let rows = match recorder {
-        Some(r) => match r.finish() {
-            Ok(s) => s.rows,
-            Err(e) => return Err(e),
-        },
-        None => 0,
+    let (rows, lost) = match recorder {
+        Some(r) => {
+            let s = r.finish()?;
+            (s.rows, s.lost)
+        }
+        None => (0, 0),
     };
     if let Some(e) = failure {
         return Err(Error::InvalidInput {
@@ -153,6 +155,7 @@ pub fn run(pipeline: Pipeline, model: &str, opts: &RunOptions) -> Result<RunSumm
         elapsed_secs: elapsed,
         csv: opts.csv.clone(),
         csv_rows: rows,
+        csv_rows_lost: lost,
         shutdown_ms: shutdown.as_secs_f64() * 1e3,
     })
 }

@@ -445,9 +445,10 @@ impl Pipeline {
     }
 
     /// Ask the inference thread to validate and load a weights file; the answer comes as a
-    /// [`Notice`]. The current model keeps running if the file is bad.
-    pub fn swap_weights(&self, path: PathBuf) {
-        let _ = self.commands.try_send(Command::SwapWeights(path));
+    /// [`Notice`]. The current model keeps running if the file is bad. Returns false when the
+    /// request could not be queued (the pipeline has stopped, or requests are piling up).
+    pub fn swap_weights(&self, path: PathBuf) -> bool {
+        self.commands.try_send(Command::SwapWeights(path)).is_ok()
     }
 
     /// Counters so far.

@@ -197,7 +197,7 @@ fn write_rows(
     let fail = |e: std::io::Error, rows: u64| {
         if let Ok(mut slot) = shared.error.lock() {
             *slot = Some(format!(
-                "cannot write {}: {e}; recording stopped, the {rows} rows before it are kept",
+                "cannot write {}: {e}; recording stopped, the rows before it are kept (at least {rows})",
                 path.display()
             ));
         }
@@ -240,12 +240,19 @@ pub fn default_dir() -> PathBuf {
     PathBuf::from("emocam-recordings")
 }
 
-/// A new file name in `dir` carrying the UTC start time, e.g. `emocam-20261125-143000.csv`.
+/// A new file name in `dir` carrying the UTC start time, e.g. `emocam-20261125-143000.csv`;
+/// `-2`, `-3`, ... is added when a recording of the same second exists.
 pub fn timestamped_path(dir: &Path) -> PathBuf {
     let ts = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let compact: String = ts.chars().filter(|c| c.is_ascii_digit()).collect();
     let (date, time) = compact.split_at(8.min(compact.len()));
-    dir.join(format!("emocam-{date}-{time}.csv"))
+    let mut path = dir.join(format!("emocam-{date}-{time}.csv"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("emocam-{date}-{time}-{n}.csv"));
+        n += 1;
+    }
+    path
 }
 
 #[cfg(test)]

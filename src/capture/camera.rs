@@ -50,8 +50,12 @@ pub struct CameraSource {
     frames: Receiver<Result<RgbImage>>,
     describe: String,
     /// Dropped with the source, which tells the camera thread to stop.
-    _alive: Sender<()>,
+    alive: Option<Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// A camera silent for this long is reported as gone (a stalled or unplugged device).
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl CameraSource {
     /// Open camera `index` at 640x480 or the nearest format it offers.
@@ -60,7 +64,7 @@ impl CameraSource {
         let (tx, rx) = bounded::<Result<RgbImage>>(1);
         let rx2 = rx.clone();
         let (alive_tx, alive_rx) = bounded::<()>(0);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("emocam-camera".into())
             .spawn(move || {
                 let mut camera = match open_camera(index) {
@@ -118,7 +122,8 @@ impl CameraSource {
         Ok(Self {
             frames: rx,
             describe,
-            _alive: alive_tx,
+            alive: Some(alive_tx),
+            thread: Some(thread),
         })
     }
 }
@@ -141,8 +146,12 @@ impl FrameSource for CameraSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<RgbImage>> {
-        match self.frames.recv() {
+        match self.frames.recv_timeout(FRAME_TIMEOUT) {
             Ok(frame) => frame.map(Some),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Camera(format!(
+                "no frame for {} s: the camera stalled or was unplugged",
+                FRAME_TIMEOUT.as_secs()
+            ))),
             Err(_) => Err(Error::Camera("the camera thread ended".into())),
         }
     }
@@ -153,6 +162,23 @@ impl FrameSource for CameraSource {
 
     fn is_live(&self) -> bool {
         true
+    }
+}
+
+impl Drop for CameraSource {
+    /// Stop the camera thread and give it a moment to release the device, so that reopening
+    /// the same camera right away finds it free. A stalled device is not waited for.
+    fn drop(&mut self) {
+        self.alive.take();
+        if let Some(t) = self.thread.take() {
+            let t0 = std::time::Instant::now();
+            while !t.is_finished() && t0.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
     }
 }
 

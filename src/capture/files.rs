@@ -8,10 +8,13 @@ use image::{AnimationDecoder, RgbImage};
 
 use super::{FrameSource, SourceOptions};
 use crate::error::{Error, Result};
-use crate::imaging::{load_rgb, to_rgb8};
+use crate::imaging::{MAX_IMAGE_SIDE, load_rgb, to_rgb8};
 
 /// Most frames decoded from one GIF (they are held in memory).
 pub const MAX_GIF_FRAMES: usize = 5_000;
+
+/// Most bytes of decoded GIF frames held in memory.
+pub const MAX_GIF_BYTES: u64 = 2 << 30;
 
 enum Frames {
     /// Image files, decoded one at a time as they are delivered.
@@ -87,14 +90,24 @@ fn decode_gif(path: &Path) -> Result<Vec<RgbImage>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let decoder = GifDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| fail(format!("not a GIF ({e})")))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    let frame_bytes = w as u64 * h as u64 * 4;
+    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(fail(format!(
+            "canvas {w}x{h} is outside 1x1..={MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}"
+        )));
+    }
     let mut out = Vec::new();
     for frame in decoder.into_frames() {
         let frame = frame.map_err(|e| fail(format!("frame {}: {e}", out.len())))?;
         out.push(to_rgb8(image::DynamicImage::ImageRgba8(
             frame.into_buffer(),
         )));
-        if out.len() > MAX_GIF_FRAMES {
-            return Err(fail(format!("more than {MAX_GIF_FRAMES} frames")));
+        if out.len() > MAX_GIF_FRAMES || out.len() as u64 * frame_bytes > MAX_GIF_BYTES {
+            return Err(fail(format!(
+                "more than {MAX_GIF_FRAMES} frames or {} MB decoded; split it or use a folder of images",
+                MAX_GIF_BYTES >> 20
+            )));
         }
     }
     if out.is_empty() {

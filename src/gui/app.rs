@@ -68,9 +68,9 @@ impl Rates {
         match self.last {
             Some((t, prev)) if now.duration_since(t) >= Duration::from_secs(1) => {
                 let dt = now.duration_since(t).as_secs_f64();
-                self.capture = (s.captured - prev.captured) as f64 / dt;
-                self.detect = (s.detected - prev.detected) as f64 / dt;
-                self.infer = (s.scored - prev.scored) as f64 / dt;
+                self.capture = s.captured.saturating_sub(prev.captured) as f64 / dt;
+                self.detect = s.detected.saturating_sub(prev.detected) as f64 / dt;
+                self.infer = s.scored.saturating_sub(prev.scored) as f64 / dt;
                 self.last = Some((now, s));
             }
             None => self.last = Some((now, s)),
@@ -181,8 +181,17 @@ impl EmocamApp {
         if let Some(p) = self.pipeline.take() {
             p.shutdown();
         }
+        // Frame numbers and face ids start again with a new pipeline: a recording ends here so
+        // that one file never mixes two numberings.
+        self.stop_recording();
+        // A swap the old pipeline did not answer is taken up by the new one (validated below).
+        if let Some(p) = self.weights_pending.take() {
+            self.weights_path = Some(p);
+        }
         self.source_error = None;
         self.tracker = Tracker::new();
+        self.rates = Rates::default();
+        self.latencies_ms.clear();
         let classifier = match Classifier::load_or_builtin(self.weights_path.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -223,13 +232,12 @@ impl EmocamApp {
     /// Ask the inference thread to validate and load `path`; the running model stays until it answers.
     pub fn open_weights(&mut self, path: PathBuf) {
         self.weights_error = None;
+        // A running pipeline validates the file while frames keep flowing; one that has ended
+        // (a finished file source, a failed camera) cannot, so the app restarts with the file.
         match &self.pipeline {
-            Some(p) => {
-                self.weights_pending = Some(path.clone());
-                p.swap_weights(path);
-            }
-            None => {
-                self.weights_path = Some(path);
+            Some(p) if p.swap_weights(path.clone()) => self.weights_pending = Some(path),
+            _ => {
+                self.weights_pending = Some(path);
                 self.start_pipeline();
             }
         }
@@ -260,6 +268,10 @@ impl EmocamApp {
         if let Some(r) = self.recorder.take() {
             let path = r.path().display().to_string();
             self.record_message = Some(match r.finish() {
+                Ok(s) if s.lost > 0 => format!(
+                    "saved {} rows to {path}; {} rows were lost because the disk fell behind",
+                    s.rows, s.lost
+                ),
                 Ok(s) => format!("saved {} rows to {path}", s.rows),
                 Err(e) => e.to_string(),
             });

@@ -202,6 +202,9 @@ impl CustomOp2 for ConvDirect {
         if l2.shape().elem_count() != cout * cin * 9 + cout {
             bail!("conv3x3-direct: kernel and bias do not fit {cin} -> {cout} channels");
         }
+        if p > 1 {
+            bail!("conv3x3-direct: padding {p} is not supported (0 or 1)");
+        }
         if h + 2 * p < 3 || w + 2 * p < 3 {
             bail!("conv3x3-direct: input {h}x{w} with padding {p} is smaller than the kernel");
         }
