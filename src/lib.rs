@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod recognize;
 pub mod record;
 pub mod track;
+pub mod train;
 
 pub use detect::{DetectorConfig, FaceDetector};
 pub use emotion::{Emotion, Scores};

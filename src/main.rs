@@ -101,6 +101,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a classifier on labelled face crops; writes weights the app loads unchanged.
+    Train(TrainArgs),
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval {
         /// A folder of <class>/<images> or a FER2013 CSV (emotion,pixels[,Usage]).
@@ -119,6 +121,86 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `emocam train`.
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Training data: a folder of <class>/<images> or a FER2013 CSV.
+    #[arg(long)]
+    data: PathBuf,
+    /// Validation data (same forms); the best epoch is chosen on it.
+    #[arg(long)]
+    val: PathBuf,
+    /// Usage rows of a CSV to train on.
+    #[arg(long, default_value = "Training")]
+    data_usage: String,
+    /// Usage rows of a CSV to validate on.
+    #[arg(long, default_value = "PublicTest")]
+    val_usage: String,
+    /// Architecture (this build trains `vgg`).
+    #[arg(long, default_value = "vgg")]
+    arch: String,
+    /// Channels of each VGG block.
+    #[arg(long, default_value = "16,32,64,128")]
+    widths: String,
+    /// Width of the hidden dense layer.
+    #[arg(long, default_value_t = 128)]
+    dense: usize,
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, value_enum, default_value_t = OptArg::Adamw)]
+    optimizer: OptArg,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.25)]
+    dropout: f32,
+    #[arg(long, value_enum, default_value_t = LossArg::Ce)]
+    loss: LossArg,
+    /// Epochs of learning-rate warm-up before the cosine decay.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Do not weight classes by inverse frequency.
+    #[arg(long)]
+    no_class_weights: bool,
+    /// Train without augmentation (flip, shift, rotation, brightness/contrast).
+    #[arg(long)]
+    no_augment: bool,
+    /// Start from these weights (fine-tuning).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Keep the first N blocks fixed.
+    #[arg(long, default_value_t = 0)]
+    freeze: usize,
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    #[arg(long, default_value_t = 8)]
+    patience: usize,
+    /// Output weights (the best epoch); log, last checkpoint and state go beside it.
+    #[arg(long, default_value = "emocam-vgg.safetensors")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Continue an interrupted run from <out>.last.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptArg {
+    Sgd,
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LossArg {
+    Ce,
+    Mse,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,6 +234,7 @@ fn main() -> ExitCode {
             max_frames,
             json,
         }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
+        Some(Command::Train(args)) => run_train(args),
         None => run_app(cli.app),
     };
     match result {
@@ -364,5 +447,92 @@ fn run_headless(
             println!("csv:      {} rows in {}", summary.csv_rows, p.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_split(path: &Path, usage: &str) -> Result<dataset::LabeledFaces> {
+    let usage = (!path.is_dir()).then_some(usage);
+    Ok(dataset::load(path, usage)?)
+}
+
+fn run_train(a: TrainArgs) -> Result<ExitCode> {
+    use emocam::model::vgg::VggConfig;
+    use emocam::train::{Augment, LossKind, OptimizerKind, TrainConfig};
+    if a.arch != "vgg" {
+        anyhow::bail!(
+            "--arch {}: this build trains `vgg` only (mini_xception training is not implemented yet)",
+            a.arch
+        );
+    }
+    let widths = a
+        .widths
+        .split(',')
+        .map(|w| w.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "--widths {:?}: expected comma-separated channel counts",
+                a.widths
+            )
+        })?;
+    let train_set = load_split(&a.data, &a.data_usage)?;
+    let val_set = load_split(&a.val, &a.val_usage)?;
+    eprintln!(
+        "training on {} images, validating on {} ({:?} per class)",
+        train_set.len(),
+        val_set.len(),
+        train_set.class_counts()
+    );
+    let mut net = VggConfig::half_width(emocam::Emotion::COUNT);
+    net.widths = widths;
+    net.dense = a.dense;
+    net.dropout = a.dropout;
+    let cfg = TrainConfig {
+        net,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        optimizer: match a.optimizer {
+            OptArg::Sgd => OptimizerKind::Sgd,
+            OptArg::Adamw => OptimizerKind::AdamW,
+        },
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        loss: match a.loss {
+            LossArg::Ce => LossKind::CrossEntropy,
+            LossArg::Mse => LossKind::Mse,
+        },
+        warmup_epochs: a.warmup,
+        class_weighting: !a.no_class_weights,
+        augment: (!a.no_augment).then(Augment::default),
+        init: a.init,
+        freeze: a.freeze,
+        patience: a.patience,
+        out: a.out,
+        seed: a.seed,
+        resume: a.resume,
+        progress: true,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        data_description: format!(
+            "train {} ({} images), val {} ({} images)",
+            a.data.display(),
+            train_set.len(),
+            a.val.display(),
+            val_set.len()
+        ),
+    };
+    let s = emocam::train::train(&train_set, &val_set, &cfg)?;
+    println!(
+        "best val accuracy {:.4} at epoch {} of {}{}; weights in {}",
+        s.best_val_acc,
+        s.best_epoch,
+        s.epochs_run,
+        if s.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        s.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 pub mod mini_xception;
 pub mod ops;
 pub mod preprocess;
+pub mod vgg;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -54,16 +55,19 @@ pub mod meta {
 pub enum Architecture {
     /// mini-Xception (Arriaga et al. 2017): 64x64 input, separable residual blocks.
     MiniXception,
+    /// Our VGG-style CNN for 48x48 input ([`vgg::Vgg`]), trained with `emocam train`.
+    Vgg,
 }
 
 impl Architecture {
     /// Every known architecture.
-    pub const ALL: [Architecture; 1] = [Architecture::MiniXception];
+    pub const ALL: [Architecture; 2] = [Architecture::MiniXception, Architecture::Vgg];
 
     /// The name written in weights metadata and accepted on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Architecture::MiniXception => "mini_xception",
+            Architecture::Vgg => "vgg",
         }
     }
 
@@ -75,12 +79,14 @@ impl Architecture {
     fn default_input_size(self) -> u32 {
         match self {
             Architecture::MiniXception => 64,
+            Architecture::Vgg => 48,
         }
     }
 
     fn default_bn_eps(self) -> f64 {
         match self {
             Architecture::MiniXception => 1e-3,
+            Architecture::Vgg => 1e-5,
         }
     }
 }
@@ -266,12 +272,14 @@ fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
 /// The networks this build can run.
 enum Net {
     MiniXception(MiniXception),
+    Vgg(vgg::Vgg),
 }
 
 impl Module for Net {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Net::MiniXception(m) => m.forward(xs),
+            Net::Vgg(m) => m.forward(xs),
         }
     }
 }
@@ -319,6 +327,16 @@ impl Classifier {
         let built = match spec.architecture {
             Architecture::MiniXception => {
                 MiniXception::new(vb, spec.classes.len(), spec.bn_eps).map(Net::MiniXception)
+            }
+            Architecture::Vgg => {
+                let cfg = vgg::VggConfig::from_metadata(
+                    &spec.metadata,
+                    spec.classes.len(),
+                    spec.input_size as usize,
+                    spec.bn_eps,
+                )
+                .map_err(|e| Error::weights(&path, e))?;
+                vgg::Vgg::new(vb, &cfg).map(Net::Vgg)
             }
         };
         let net = built

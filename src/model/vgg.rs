@@ -1,0 +1,205 @@
+//! A VGG-style CNN for 48x48 faces, trained with `emocam train`: blocks of two
+//! conv3x3 + batch norm + ReLU, a 2x2 max-pool and dropout, then a dense layer with ReLU and
+//! dropout and a dense output layer (softmax is applied by [`super::Classifier`]).
+//!
+//! The same struct trains (`forward_t(x, true)`: batch statistics, dropout) and infers
+//! (running statistics, no dropout). Tensor names: `block{i}.conv{j}.weight`,
+//! `block{i}.bn{j}.{weight,bias,running_mean,running_var}`, `head.fc1.{weight,bias}`,
+//! `head.fc2.{weight,bias}`.
+
+use std::collections::HashMap;
+
+use candle_core::{Module, ModuleT as _, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+
+/// Metadata key for the block widths, e.g. `16,32,64,128`.
+pub const META_WIDTHS: &str = "vgg_widths";
+/// Metadata key for the width of the hidden dense layer.
+pub const META_DENSE: &str = "vgg_dense";
+
+/// Shape of a [`Vgg`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VggConfig {
+    /// Output channels of each block; each block halves the resolution.
+    pub widths: Vec<usize>,
+    /// Width of the hidden dense layer.
+    pub dense: usize,
+    pub classes: usize,
+    pub input_size: usize,
+    /// Dropout probability after each block and after the hidden layer (training only).
+    pub dropout: f32,
+    pub bn_eps: f64,
+}
+
+impl VggConfig {
+    /// The half-width net: 16-32-64-128 channels, dense 128.
+    pub fn half_width(classes: usize) -> Self {
+        Self {
+            widths: vec![16, 32, 64, 128],
+            dense: 128,
+            classes,
+            input_size: 48,
+            dropout: 0.25,
+            bn_eps: 1e-5,
+        }
+    }
+
+    /// Read widths from weights metadata (defaults: the half-width net).
+    pub fn from_metadata(
+        m: &HashMap<String, String>,
+        classes: usize,
+        input_size: usize,
+        bn_eps: f64,
+    ) -> std::result::Result<Self, String> {
+        let mut c = Self::half_width(classes);
+        c.input_size = input_size;
+        c.bn_eps = bn_eps;
+        if let Some(w) = m.get(META_WIDTHS) {
+            c.widths = w
+                .split(',')
+                .map(|v| v.trim().parse::<usize>().ok().filter(|n| (1..=1024).contains(n)))
+                .collect::<Option<Vec<_>>>()
+                .filter(|v| !v.is_empty() && v.len() <= 6)
+                .ok_or_else(|| format!("metadata {META_WIDTHS} is {w:?}, expected 1 to 6 comma-separated channel counts"))?;
+        }
+        if let Some(d) = m.get(META_DENSE) {
+            c.dense = d
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=8192).contains(n))
+                .ok_or_else(|| {
+                    format!("metadata {META_DENSE} is {d:?}, expected a width of 1 to 8192")
+                })?;
+        }
+        if input_size >> c.widths.len() == 0 {
+            return Err(format!(
+                "input size {input_size} is too small for {} pooling blocks",
+                c.widths.len()
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Metadata entries describing the shape.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let widths: Vec<String> = self.widths.iter().map(|w| w.to_string()).collect();
+        HashMap::from([
+            (META_WIDTHS.to_string(), widths.join(",")),
+            (META_DENSE.to_string(), self.dense.to_string()),
+        ])
+    }
+
+    fn flat_features(&self) -> usize {
+        let side = self.input_size >> self.widths.len();
+        self.widths.last().copied().unwrap_or(1) * side * side
+    }
+}
+
+/// conv3x3 (no bias) + batch norm + ReLU.
+pub struct ConvBnRelu {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl ConvBnRelu {
+    fn new(vb: &VarBuilder, j: usize, cin: usize, cout: usize, eps: f64) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d_no_bias(cin, cout, 3, cfg, vb.pp(format!("conv{j}")))?;
+        let bn = candle_nn::batch_norm(
+            cout,
+            BatchNormConfig {
+                eps,
+                ..Default::default()
+            },
+            vb.pp(format!("bn{j}")),
+        )?;
+        Ok(Self { conv, bn })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+    }
+}
+
+/// Two conv-bn-relu layers, then 2x2 max-pool and dropout.
+pub struct VggBlock {
+    c1: ConvBnRelu,
+    c2: ConvBnRelu,
+}
+
+/// The whole network.
+pub struct Vgg {
+    blocks: Vec<VggBlock>,
+    fc1: Linear,
+    fc2: Linear,
+    dropout: f32,
+    frozen: usize,
+}
+
+impl Vgg {
+    /// Build (or load) a net of shape `cfg`.
+    pub fn new(vb: VarBuilder, cfg: &VggConfig) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(cfg.widths.len());
+        let mut cin = 1;
+        for (i, &w) in cfg.widths.iter().enumerate() {
+            let b = vb.pp(format!("block{}", i + 1));
+            blocks.push(VggBlock {
+                c1: ConvBnRelu::new(&b, 1, cin, w, cfg.bn_eps)?,
+                c2: ConvBnRelu::new(&b, 2, w, w, cfg.bn_eps)?,
+            });
+            cin = w;
+        }
+        let head = vb.pp("head");
+        let fc1 = candle_nn::linear(cfg.flat_features(), cfg.dense, head.pp("fc1"))?;
+        let fc2 = candle_nn::linear(cfg.dense, cfg.classes, head.pp("fc2"))?;
+        Ok(Self {
+            blocks,
+            fc1,
+            fc2,
+            dropout: cfg.dropout,
+            frozen: 0,
+        })
+    }
+
+    /// Number of blocks (what `--freeze N` counts).
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Run the first `n` blocks in inference mode even while training, so that fine-tuning
+    /// leaves them bit-identical (their batch-norm statistics included).
+    pub fn freeze(&mut self, n: usize) {
+        self.frozen = n;
+    }
+}
+
+impl Vgg {
+    /// Logits for `(N, 1, S, S)` input; `train` uses batch statistics and dropout.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let train = train && i >= self.frozen;
+            y =
+                b.c2.forward_t(&b.c1.forward_t(&y, train)?, train)?
+                    .max_pool2d(2)?;
+            if train && self.dropout > 0.0 {
+                y = candle_nn::ops::dropout(&y, self.dropout)?;
+            }
+        }
+        let mut y = self.fc1.forward(&y.flatten_from(1)?)?.relu()?;
+        if train && self.dropout > 0.0 {
+            y = candle_nn::ops::dropout(&y, self.dropout)?;
+        }
+        self.fc2.forward(&y)
+    }
+}
+
+impl Module for Vgg {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, false)
+    }
+}

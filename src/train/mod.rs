@@ -1,0 +1,644 @@
+//! Training emotion classifiers with candle: data in memory, augmentation, SGD with momentum or
+//! AdamW, a warm-up + cosine learning-rate schedule, class weighting, per-epoch validation, a
+//! CSV log, the best checkpoint by validation accuracy, early stopping and `--resume`.
+//!
+//! The output is a weights file with the metadata the app needs, which `Classifier::load` (and
+//! the app's Open weights menu) reads unchanged.
+
+pub mod augment;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::LabeledFaces;
+use crate::emotion::Emotion;
+use crate::error::{Error, Result};
+use crate::model::vgg::{Vgg, VggConfig};
+use crate::model::{Architecture, InputScaling, ModelSpec, meta, weights};
+pub use augment::Augment;
+
+/// A small, seedable random generator (SplitMix64), so runs repeat exactly.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator started from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform integer in `lo..=hi`.
+    pub fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
+    }
+
+    /// Shuffle in place (Fisher-Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Which optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptimizerKind {
+    Sgd,
+    AdamW,
+}
+
+/// Which loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossKind {
+    /// Cross-entropy on the logits.
+    CrossEntropy,
+    /// Mean squared error between the softmax and the one-hot target.
+    Mse,
+}
+
+/// Everything a training run needs.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub net: VggConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub loss: LossKind,
+    /// Epochs of linear learning-rate warm-up before the cosine decay.
+    pub warmup_epochs: usize,
+    /// Weight each class by the inverse of its frequency (helps the rare 'disgust').
+    pub class_weighting: bool,
+    /// `None` trains without augmentation.
+    pub augment: Option<Augment>,
+    /// Start from these weights (fine-tuning); a new head is made if the class count differs.
+    pub init: Option<PathBuf>,
+    /// Keep the first N blocks fixed.
+    pub freeze: usize,
+    /// Stop after this many epochs without a better validation accuracy.
+    pub patience: usize,
+    /// Best weights go here; `<out>.log.csv`, `<out>.last.safetensors` and `<out>.state.json` beside it.
+    pub out: PathBuf,
+    pub seed: u64,
+    /// Continue from `<out>.last.safetensors` and `<out>.state.json`.
+    pub resume: bool,
+    /// Shown progress bars.
+    pub progress: bool,
+    /// The command line, recorded in the weights metadata.
+    pub command: String,
+    /// Where the training data came from, recorded in the metadata.
+    pub data_description: String,
+}
+
+/// Per-epoch figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub secs: f64,
+    pub images_per_sec: f64,
+}
+
+/// What `--resume` needs to continue.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+    pub history: Vec<EpochLog>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub best_val_acc: f64,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub history: Vec<EpochLog>,
+}
+
+fn side_path(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Learning rate at `step` of `total` steps: linear warm-up, then cosine decay to 1% of `lr`.
+pub fn schedule(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+    lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}
+
+/// SGD with momentum and decoupled weight decay.
+struct Sgd {
+    vars: Vec<Var>,
+    velocity: Vec<Tensor>,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        for (v, vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
+            if let Some(g) = grads.get(v) {
+                *vel = ((&*vel * self.momentum)? + g)?;
+                let decayed = if self.weight_decay > 0.0 {
+                    (v.as_tensor() * (1.0 - self.lr * self.weight_decay))?
+                } else {
+                    v.as_tensor().clone()
+                };
+                v.set(&(decayed - (&*vel * self.lr)?)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Opt {
+    Sgd(Sgd),
+    AdamW(candle_nn::AdamW),
+}
+
+impl Opt {
+    fn set_lr(&mut self, lr: f64) {
+        match self {
+            Opt::Sgd(s) => s.lr = lr,
+            Opt::AdamW(a) => a.set_learning_rate(lr),
+        }
+    }
+
+    fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
+        let grads = loss.backward()?;
+        match self {
+            Opt::Sgd(s) => s.step(&grads),
+            Opt::AdamW(a) => a.step(&grads),
+        }
+    }
+}
+
+/// Stack faces into `(N, 1, S, S)` with the training scaling ([-1, 1]).
+fn batch(images: &[&image::GrayImage], size: u32, dev: &Device) -> candle_core::Result<Tensor> {
+    let mut data = Vec::with_capacity(images.len() * (size * size) as usize);
+    for img in images {
+        let resized;
+        let img = if img.dimensions() == (size, size) {
+            *img
+        } else {
+            resized = crate::imaging::resize_gray(img, size, size);
+            &resized
+        };
+        data.extend(img.as_raw().iter().map(|&p| p as f32 / 127.5 - 1.0));
+    }
+    Tensor::from_vec(data, (images.len(), 1, size as usize, size as usize), dev)
+}
+
+/// Loss over a batch; `weights` are per-class (length = classes).
+fn loss_fn(
+    kind: LossKind,
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<Tensor> {
+    match kind {
+        LossKind::CrossEntropy => {
+            let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+            let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+            let w = weights.index_select(labels, 0)?;
+            (picked * &w)?.sum_all()?.neg()? / w.sum_all()?.to_scalar::<f32>()? as f64
+        }
+        LossKind::Mse => {
+            let p = candle_nn::ops::softmax_last_dim(logits)?;
+            let onehot = candle_nn::encoding::one_hot(labels.clone(), logits.dim(1)?, 1f32, 0f32)?;
+            candle_nn::loss::mse(&p, &onehot)
+        }
+    }
+}
+
+/// Train on `train`, select on `val`; writes the best weights, a CSV log, a last checkpoint and
+/// a resume state beside `cfg.out`.
+pub fn train(
+    train_set: &LabeledFaces,
+    val_set: &LabeledFaces,
+    cfg: &TrainConfig,
+) -> Result<TrainSummary> {
+    let invalid = |what: &str, reason: String| Error::InvalidInput {
+        what: what.into(),
+        reason,
+    };
+    if train_set.is_empty() || val_set.is_empty() {
+        return Err(invalid(
+            "data",
+            "the training and validation sets must not be empty".into(),
+        ));
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 || !(cfg.lr > 0.0 && cfg.lr < 10.0) {
+        return Err(invalid(
+            "training settings",
+            format!(
+                "batch size {}, epochs {}, lr {}: expected positive values and lr < 10",
+                cfg.batch_size, cfg.epochs, cfg.lr
+            ),
+        ));
+    }
+    let dev = Device::Cpu;
+    let classes: Vec<Emotion> = Emotion::ALL[..cfg.net.classes.min(Emotion::COUNT)].to_vec();
+    let class_index = |e: Emotion| classes.iter().position(|c| *c == e);
+    for (set, name) in [(train_set, "training"), (val_set, "validation")] {
+        if let Some(l) = set.labels.iter().find(|l| class_index(**l).is_none()) {
+            return Err(invalid(
+                "data",
+                format!(
+                    "{name} set has class {l}, but the net has {} classes",
+                    classes.len()
+                ),
+            ));
+        }
+    }
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let mut model = Vgg::new(vb, &cfg.net)?;
+    if cfg.freeze > model.num_blocks() {
+        return Err(invalid(
+            "--freeze",
+            format!(
+                "{} blocks asked, the net has {}",
+                cfg.freeze,
+                model.num_blocks()
+            ),
+        ));
+    }
+    model.freeze(cfg.freeze);
+    let (log_path, last_path, state_path) = (
+        side_path(&cfg.out, ".log.csv"),
+        side_path(&cfg.out, ".last.safetensors"),
+        side_path(&cfg.out, ".state.json"),
+    );
+
+    let mut state = TrainState::default();
+    if cfg.resume {
+        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        state = serde_json::from_str(&text).map_err(|e| Error::Dataset {
+            path: state_path.clone(),
+            reason: format!("not a training state: {e}"),
+        })?;
+        load_into(&varmap, &last_path, true)?;
+    } else if let Some(init) = &cfg.init {
+        load_into(&varmap, init, false)?;
+    }
+
+    // Frozen blocks and batch-norm running statistics are not optimised.
+    let frozen: Vec<String> = (1..=cfg.freeze).map(|i| format!("block{i}.")).collect();
+    let trainable: Vec<Var> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| invalid("model", "poisoned variable map".into()))?;
+        let mut named: Vec<(&String, &Var)> = data
+            .iter()
+            .filter(|(n, _)| !n.contains("running_") && !frozen.iter().any(|f| n.starts_with(f)))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, v)| v.clone()).collect()
+    };
+    let mut opt = match cfg.optimizer {
+        OptimizerKind::AdamW => Opt::AdamW(candle_nn::AdamW::new(
+            trainable,
+            candle_nn::ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
+        )?),
+        OptimizerKind::Sgd => {
+            let velocity = trainable
+                .iter()
+                .map(|v| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Opt::Sgd(Sgd {
+                vars: trainable,
+                velocity,
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+            })
+        }
+    };
+
+    // Inverse-frequency class weights, normalised to mean 1 over the classes present.
+    let counts = train_set.class_counts();
+    let weights: Vec<f32> = classes
+        .iter()
+        .map(|c| {
+            let n = counts[c.index()] as f32;
+            if !cfg.class_weighting || n == 0.0 {
+                1.0
+            } else {
+                train_set.len() as f32 / (classes.len() as f32 * n)
+            }
+        })
+        .collect();
+    let weights = Tensor::new(weights.as_slice(), &dev)?;
+
+    let size = cfg.net.input_size as u32;
+    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let mut rng = Rng::new(cfg.seed.wrapping_add(state.epochs_done as u64 * 7919));
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
+    if state.epochs_done == 0 {
+        writeln!(
+            log,
+            "epoch,lr,train_loss,train_acc,val_loss,val_acc,secs,images_per_sec"
+        )
+        .map_err(|e| Error::io(&log_path, e))?;
+    }
+    let mut stopped_early = false;
+    for epoch in state.epochs_done..cfg.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..train_set.len()).collect();
+        rng.shuffle(&mut order);
+        let bar = progress_bar(cfg.progress, train_set.len() as u64, epoch + 1, cfg.epochs);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut lr = cfg.lr;
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            lr = schedule(
+                cfg.lr,
+                epoch * steps_per_epoch + b,
+                cfg.warmup_epochs * steps_per_epoch,
+                total_steps,
+            );
+            opt.set_lr(lr);
+            let augmented: Vec<image::GrayImage>;
+            let imgs: Vec<&image::GrayImage> = match &cfg.augment {
+                Some(a) => {
+                    augmented = idx
+                        .iter()
+                        .map(|&i| a.apply(&train_set.images[i], &mut rng))
+                        .collect();
+                    augmented.iter().collect()
+                }
+                None => idx.iter().map(|&i| &train_set.images[i]).collect(),
+            };
+            let labels: Vec<u32> = idx
+                .iter()
+                .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
+                .collect();
+            let x = batch(&imgs, size, &dev)?;
+            let y = Tensor::new(labels.as_slice(), &dev)?;
+            let logits = model.forward_t(&x, true)?;
+            let loss = loss_fn(cfg.loss, &logits, &y, &weights)?;
+            opt.backward_step(&loss)?;
+            let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+            seen += idx.len();
+            if let Some(bar) = &bar {
+                bar.inc(idx.len() as u64);
+                bar.set_message(format!(
+                    "loss {:.3} acc {:.3} lr {lr:.2e}",
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64
+                ));
+            }
+        }
+        let train_secs = t0.elapsed().as_secs_f64();
+        let (val_loss, val_acc) = evaluate(&model, val_set, &classes, size, cfg.loss, &weights)?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let row = EpochLog {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            val_loss,
+            val_acc,
+            secs: t0.elapsed().as_secs_f64(),
+            images_per_sec: seen as f64 / train_secs.max(1e-9),
+        };
+        writeln!(
+            log,
+            "{},{:.6},{:.5},{:.5},{:.5},{:.5},{:.2},{:.1}",
+            row.epoch,
+            row.lr,
+            row.train_loss,
+            row.train_acc,
+            row.val_loss,
+            row.val_acc,
+            row.secs,
+            row.images_per_sec
+        )
+        .and_then(|_| log.flush())
+        .map_err(|e| Error::io(&log_path, e))?;
+        if cfg.progress {
+            eprintln!(
+                "epoch {}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {:.0} img/s",
+                row.epoch,
+                cfg.epochs,
+                row.train_loss,
+                row.train_acc,
+                row.val_loss,
+                row.val_acc,
+                row.images_per_sec
+            );
+        }
+        state.history.push(row);
+        state.epochs_done = epoch + 1;
+        let spec = output_spec(cfg, &classes, &state);
+        if val_acc > state.best_val_acc || state.best_epoch == 0 {
+            state.best_val_acc = val_acc;
+            state.best_epoch = epoch + 1;
+            save_varmap(&varmap, &cfg.out, &output_spec(cfg, &classes, &state))?;
+        }
+        save_varmap(&varmap, &last_path, &spec)?;
+        let json =
+            serde_json::to_string_pretty(&state).map_err(|e| invalid("state", e.to_string()))?;
+        std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+        if cfg.patience > 0 && state.epochs_done - state.best_epoch >= cfg.patience {
+            stopped_early = epoch + 1 < cfg.epochs;
+            break;
+        }
+    }
+    Ok(TrainSummary {
+        out: cfg.out.clone(),
+        best_val_acc: state.best_val_acc,
+        best_epoch: state.best_epoch,
+        epochs_run: state.epochs_done,
+        stopped_early,
+        history: state.history,
+    })
+}
+
+fn progress_bar(
+    show: bool,
+    len: u64,
+    epoch: usize,
+    epochs: usize,
+) -> Option<indicatif::ProgressBar> {
+    if !show {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "epoch {epoch}/{epochs} [{{bar:30}}] {{pos}}/{{len}} {{per_sec}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// Validation loss and accuracy (inference mode).
+fn evaluate(
+    model: &Vgg,
+    set: &LabeledFaces,
+    classes: &[Emotion],
+    size: u32,
+    kind: LossKind,
+    weights: &Tensor,
+) -> Result<(f64, f64)> {
+    let dev = Device::Cpu;
+    let (mut loss_sum, mut correct) = (0f64, 0usize);
+    for (imgs, labels) in set.images.chunks(128).zip(set.labels.chunks(128)) {
+        let refs: Vec<&image::GrayImage> = imgs.iter().collect();
+        let x = batch(&refs, size, &dev)?;
+        let ids: Vec<u32> = labels
+            .iter()
+            .map(|l| classes.iter().position(|c| c == l).unwrap_or(0) as u32)
+            .collect();
+        let y = Tensor::new(ids.as_slice(), &dev)?;
+        let logits = model.forward_t(&x, false)?;
+        loss_sum +=
+            loss_fn(kind, &logits, &y, weights)?.to_scalar::<f32>()? as f64 * imgs.len() as f64;
+        let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        correct += pred.iter().zip(&ids).filter(|(p, l)| p == l).count();
+    }
+    Ok((
+        loss_sum / set.len() as f64,
+        correct as f64 / set.len() as f64,
+    ))
+}
+
+fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> ModelSpec {
+    let mut metadata: HashMap<String, String> = cfg.net.to_metadata();
+    metadata.insert("train_data".into(), cfg.data_description.clone());
+    metadata.insert("train_epochs".into(), state.epochs_done.to_string());
+    metadata.insert("best_val_acc".into(), format!("{:.4}", state.best_val_acc));
+    metadata.insert("best_epoch".into(), state.best_epoch.to_string());
+    metadata.insert("train_command".into(), cfg.command.clone());
+    ModelSpec {
+        architecture: Architecture::Vgg,
+        input_size: cfg.net.input_size as u32,
+        scaling: InputScaling::MinusOneToOne,
+        classes: classes.to_vec(),
+        name: format!(
+            "emocam vgg {} (val {:.1}%)",
+            cfg.net
+                .widths
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("-"),
+            100.0 * state.best_val_acc
+        ),
+        bn_eps: cfg.net.bn_eps,
+        metadata: HashMap::from([(meta::ARCHITECTURE.to_string(), "vgg".to_string())])
+            .into_iter()
+            .chain(metadata)
+            .collect(),
+    }
+}
+
+fn save_varmap(varmap: &VarMap, path: &Path, spec: &ModelSpec) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::weights(path, "poisoned variable map"))?;
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    };
+    weights::save(path, &tensors, spec.to_metadata())
+}
+
+/// Copy tensors from a weights file into the variables of the same name and shape. With
+/// `strict`, every variable must be found (resuming); otherwise mismatched ones (a new head)
+/// keep their fresh initialisation.
+fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<()> {
+    let file = weights::WeightsFile::read(path)?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::weights(path, "poisoned variable map"))?;
+    let mut loaded = 0;
+    for (name, var) in data.iter() {
+        match file.tensors.get(name) {
+            Some(t) if t.shape() == var.shape() => {
+                var.set(t)?;
+                loaded += 1;
+            }
+            other if strict => {
+                return Err(Error::weights(
+                    path,
+                    match other {
+                        Some(t) => format!(
+                            "tensor {name} has shape {:?}, expected {:?}",
+                            t.dims(),
+                            var.dims()
+                        ),
+                        None => format!("tensor {name} is missing"),
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    if loaded == 0 {
+        return Err(Error::weights(
+            path,
+            "no tensor matches the network being trained (is it the same architecture?)",
+        ));
+    }
+    Ok(())
+}
