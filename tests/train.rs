@@ -100,7 +100,9 @@ fn a_short_run_learns_the_pattern_and_the_file_reloads() {
         summary.best_val_acc
     );
 
-    // Log and resume state sit beside the output.
+    // Log, curves and resume state sit beside the output.
+    let png = image::open(dir.path().join("bands.curves.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (900, 420));
     let log = std::fs::read_to_string(dir.path().join("bands.log.csv")).unwrap();
     assert_eq!(log.lines().count(), 7, "{log}");
     assert!(log.starts_with("epoch,lr,train_loss,train_acc,val_loss,val_acc"));

@@ -471,6 +471,9 @@ pub fn init_cpu_runtime() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024 * 1024);
+        // Training's unfolded patches exceed the largest mmap threshold glibc accepts (32 MB);
+        // without this they would still be mapped and page-faulted in on every step.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 

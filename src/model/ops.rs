@@ -253,7 +253,7 @@ impl CustomOp2 for ConvDirect {
 /// Unfold 3x3 patches: `(C, N, H, W)` -> `(C*9, N*Ho*Wo)` with zero padding `pad` (0 or 1),
 /// row `c*9 + dy*3 + dx`, so that an OIHW kernel reshaped to `(Cout, C*9)` multiplies it.
 pub fn im2col3x3(x: &Tensor, pad: usize) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&Im2Col3x3 { pad })
+    x.contiguous()?.apply_op1(Im2Col3x3 { pad })
 }
 
 struct Im2Col3x3 {
@@ -299,6 +299,77 @@ impl CustomOp1 for Im2Col3x3 {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((c * 9, cols))))
+    }
+
+    /// The gradient of an unfold is a fold: every patch entry adds back into its pixel.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let (c, n, h, w) = arg.dims4()?;
+        let op = Col2Im3x3 {
+            pad: self.pad,
+            c,
+            n,
+            h,
+            w,
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+/// The adjoint of [`im2col3x3`]: `(C*9, N*Ho*Wo)` -> `(C, N, H, W)`, summing overlapping patches.
+struct Col2Im3x3 {
+    pad: usize,
+    c: usize,
+    n: usize,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Col2Im3x3 {
+    fn name(&self) -> &'static str {
+        "col2im3x3"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Self { pad: p, c, n, h, w } = *self;
+        let (ho, wo) = (h + 2 * p - 2, w + 2 * p - 2);
+        let cols = n * ho * wo;
+        if l.shape().dims() != [c * 9, cols] {
+            bail!(
+                "col2im3x3: gradient has shape {:?}, expected [{}, {cols}]",
+                l.shape().dims(),
+                c * 9
+            );
+        }
+        let gs = f32_slice(s, l, self.name())?;
+        let mut out = vec![0f32; c * n * h * w];
+        for ci in 0..c {
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    let row = &gs[((ci * 9) + dy * 3 + dx) * cols..][..cols];
+                    let x0 = p.saturating_sub(dx);
+                    let x1 = (w + p).saturating_sub(dx).min(wo);
+                    if x1 <= x0 {
+                        continue;
+                    }
+                    for ni in 0..n {
+                        let dst = &mut out[(ci * n + ni) * h * w..][..h * w];
+                        for oy in 0..ho {
+                            let Some(iy) = (oy + dy).checked_sub(p).filter(|&iy| iy < h) else {
+                                continue;
+                            };
+                            let src = &row[(ni * ho + oy) * wo..][..wo];
+                            let ix0 = x0 + dx - p;
+                            for (d, g) in
+                                dst[iy * w + ix0..][..x1 - x0].iter_mut().zip(&src[x0..x1])
+                            {
+                                *d += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((c, n, h, w))))
     }
 }
 
@@ -551,6 +622,33 @@ mod tests {
             let theirs = x.conv2d(&k, pad, 1, 1, 1)?;
             let d = max_diff(&ours, &theirs);
             assert!(d < 1e-4, "({n},{cin},{cout},{h},{w},{pad}): max diff {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn im2col_conv_gradients_match_candle_conv2d() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(n, cin, cout, h, w, pad) in &[(2, 3, 4, 6, 5, 1), (3, 2, 2, 4, 4, 0)] {
+            let x = candle_core::Var::randn(0f32, 1.0, (n, cin, h, w), &dev)?;
+            let k = candle_core::Var::randn(0f32, 1.0, (cout, cin, 3, 3), &dev)?;
+            let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
+            let target = Tensor::randn(0f32, 1.0, (n, cout, ho, wo), &dev)?;
+            let ours = k
+                .reshape((cout, cin * 9))?
+                .matmul(&im2col3x3(&x.transpose(0, 1)?, pad)?)?
+                .reshape((cout, n, ho, wo))?
+                .transpose(0, 1)?;
+            let g1 = (ours * &target)?.sum_all()?.backward()?;
+            let theirs = x.conv2d(&k, pad, 1, 1, 1)?;
+            let g2 = (theirs * &target)?.sum_all()?.backward()?;
+            for v in [x.as_tensor(), k.as_tensor()] {
+                let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(
+                    d < 1e-4,
+                    "({n},{cin},{cout},{h},{w},{pad}): gradient differs by {d}"
+                );
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! the app's Open weights menu) reads unchanged.
 
 pub mod augment;
+pub mod curves;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -103,7 +104,8 @@ pub struct TrainConfig {
     pub freeze: usize,
     /// Stop after this many epochs without a better validation accuracy.
     pub patience: usize,
-    /// Best weights go here; `<out>.log.csv`, `<out>.last.safetensors` and `<out>.state.json` beside it.
+    /// Best weights go here; `<out>.log.csv`, `<out>.curves.png`, `<out>.last.safetensors` and
+    /// `<out>.state.json` beside it.
     pub out: PathBuf,
     pub seed: u64,
     /// Continue from `<out>.last.safetensors` and `<out>.state.json`.
@@ -495,6 +497,7 @@ pub fn train(
         let json =
             serde_json::to_string_pretty(&state).map_err(|e| invalid("state", e.to_string()))?;
         std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+        curves::save(&state.history, &side_path(&cfg.out, ".curves.png"))?;
         if cfg.patience > 0 && state.epochs_done - state.best_epoch >= cfg.patience {
             stopped_early = epoch + 1 < cfg.epochs;
             break;
