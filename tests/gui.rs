@@ -194,3 +194,31 @@ fn a_recording_on_a_full_disk_stops_with_a_message_and_the_app_goes_on() {
     // Still running.
     step_until(&mut h, |a| !a.faces.is_empty());
 }
+
+#[test]
+fn weights_open_from_the_file_menu_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_harness(demo_options(dir.path().to_path_buf()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    h.get_by_label("File").click();
+    h.run_steps(3);
+    h.get_by_label("Open weights by path...").click();
+    h.step();
+    h.step();
+    let field = h.get_by_role(egui::accesskit::Role::TextInput);
+    field.focus();
+    h.step();
+    h.get_by_role(egui::accesskit::Role::TextInput)
+        .type_text(&common::default_weights().display().to_string());
+    h.step();
+    h.get_by_label("Open").click();
+    step_until(&mut h, |a| {
+        a.recent_weights.first() == Some(&common::default_weights())
+    });
+    let app = h.state().as_ref().unwrap();
+    assert_eq!(
+        app.weights_path.as_deref(),
+        Some(common::default_weights().as_path())
+    );
+    assert!(app.weights_error.is_none());
+}
