@@ -260,6 +260,7 @@ fn predict(
     let classifier = load_classifier(weights)?;
     let detector = FaceDetector::new(DetectorConfig::thorough())?;
     let mut rec = Recognizer::new(detector, classifier);
+    rec.tta = tta;
     let mut failed = 0usize;
     let mut out = std::io::stdout().lock();
     if let Format::Csv = format {
@@ -267,26 +268,7 @@ fn predict(
     }
     for path in images {
         let name = path.display().to_string();
-        let faces = imaging::load_rgb(path).and_then(|rgb| {
-            let gray = imaging::to_gray(&rgb);
-            if tta {
-                let boxes = rec.detector.detect(&gray);
-                let crops = emocam::recognize::crop_faces(
-                    &gray,
-                    &boxes,
-                    rec.classifier.input_size(),
-                    rec.margin,
-                );
-                let scores = rec.classifier.classify_tta(&crops)?;
-                Ok(boxes
-                    .into_iter()
-                    .zip(scores)
-                    .map(|(bbox, scores)| emocam::FaceResult { bbox, scores })
-                    .collect())
-            } else {
-                rec.analyze_gray(&gray)
-            }
-        });
+        let faces = imaging::load_rgb(path).and_then(|rgb| rec.analyze(&rgb));
         let faces = match faces {
             Ok(f) => f,
             Err(e) => {

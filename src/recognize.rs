@@ -39,6 +39,8 @@ pub struct Recognizer {
     pub classifier: Classifier,
     /// See [`DEFAULT_MARGIN`].
     pub margin: f32,
+    /// Average each face with its mirror image (test-time augmentation).
+    pub tta: bool,
 }
 
 impl Recognizer {
@@ -48,6 +50,7 @@ impl Recognizer {
             detector,
             classifier,
             margin: DEFAULT_MARGIN,
+            tta: false,
         }
     }
 
@@ -60,7 +63,11 @@ impl Recognizer {
     pub fn analyze_gray(&mut self, gray: &GrayImage) -> Result<Vec<FaceResult>> {
         let boxes = self.detector.detect(gray);
         let crops = crop_faces(gray, &boxes, self.classifier.input_size(), self.margin);
-        let scores = self.classifier.classify(&crops)?;
+        let scores = if self.tta {
+            self.classifier.classify_tta(&crops)?
+        } else {
+            self.classifier.classify(&crops)?
+        };
         Ok(boxes
             .into_iter()
             .zip(scores)
