@@ -28,5 +28,13 @@ pub fn run(opts: AppOptions) -> Result<()> {
         native,
         Box::new(move |cc| Ok(Box::new(EmocamApp::new(&cc.egui_ctx, cc.storage, opts)))),
     )
-    .map_err(|e| Error::Gui(e.to_string()))
+    .map_err(|e| {
+        let headless = std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+        let hint = if headless {
+            " (no display here: run the pipeline without a window with `emocam run --source demo`, or start Xvfb)"
+        } else {
+            ""
+        };
+        Error::Gui(format!("{e}{hint}"))
+    })
 }
