@@ -1,7 +1,7 @@
 //! Running the pipeline without a window (`emocam run`): CSV rows and a summary of speed.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 use serde::Serialize;
@@ -88,10 +88,9 @@ pub fn run(pipeline: Pipeline, model: &str, opts: &RunOptions) -> Result<RunSumm
                 last = s.scored_at;
                 let tracked = tracker.update(s.frame.index, &s.faces, 0.0);
                 if let Some(rec) = &recorder {
-                    let wall = SystemTime::now() - s.scored_at.duration_since(s.frame.captured);
                     for t in tracked {
                         let ok = rec.push(Row {
-                            timestamp: wall,
+                            timestamp: s.frame.captured_at,
                             elapsed_ms: rec.elapsed().as_secs_f64() * 1e3,
                             frame: s.frame.index,
                             face_id: t.id,

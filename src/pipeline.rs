@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use image::{GrayImage, RgbImage};
@@ -36,8 +36,10 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub struct Frame {
     /// Frame number from the source, starting at 0.
     pub index: u64,
-    /// When the capture thread received it.
+    /// When the capture thread received it (for latency).
     pub captured: Instant,
+    /// The same moment on the wall clock (for timestamps in recordings).
+    pub captured_at: SystemTime,
     pub rgb: Arc<RgbImage>,
 }
 
@@ -271,6 +273,7 @@ impl Pipeline {
                         let frame = Frame {
                             index,
                             captured: Instant::now(),
+                            captured_at: SystemTime::now(),
                             rgb: Arc::new(img),
                         };
                         index += 1;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded};
 use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, TextureOptions, Ui};
@@ -341,10 +341,9 @@ impl EmocamApp {
                 .push(self.started.elapsed().as_secs_f64(), f.smoothed);
         }
         if let Some(r) = &self.recorder {
-            let wall = SystemTime::now() - s.scored_at.elapsed() - s.latency();
             for f in &self.faces {
                 r.push(Row {
-                    timestamp: wall,
+                    timestamp: s.frame.captured_at,
                     elapsed_ms: r.elapsed().as_secs_f64() * 1e3,
                     frame: s.frame.index,
                     face_id: f.id,
