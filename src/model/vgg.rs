@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::ops::im2col3x3;
+use super::ops::{batch_norm_relu_train, im2col3x3};
 
 /// Metadata key for the block widths, e.g. `16,32,64,128`.
 pub const META_WIDTHS: &str = "vgg_widths";
@@ -134,6 +134,24 @@ impl BatchNorm2d {
         })
     }
 
+    /// Batch norm then ReLU; training uses the fused kernel [`batch_norm_relu_train`].
+    fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return self.forward_t(x, false)?.relu();
+        }
+        let n = x.dim(1)? as f64;
+        let (y, (means, vars)) = batch_norm_relu_train(x, &self.weight, &self.bias, self.eps)?;
+        let dev = x.device();
+        let m = BN_MOMENTUM;
+        let mean = Tensor::new(means.as_slice(), dev)?;
+        let unbiased = (Tensor::new(vars.as_slice(), dev)? * (n / (n - 1.0).max(1.0)))?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        Ok(y)
+    }
+
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (w, b) = (self.weight.unsqueeze(1)?, self.bias.unsqueeze(1)?);
         if !train {
@@ -192,10 +210,7 @@ impl ConvBnRelu {
             .weight
             .reshape((cout, cin * 9))?
             .matmul(&im2col3x3(x, 1)?)?;
-        self.bn
-            .forward_t(&y, train)?
-            .relu()?
-            .reshape((cout, n, h, w))
+        self.bn.forward_relu_t(&y, train)?.reshape((cout, n, h, w))
     }
 }
 
