@@ -86,7 +86,7 @@ impl DemoSource {
         let (ow, oh) = (DEMO_SIZE.0 as f32, DEMO_SIZE.1 as f32);
         // The window keeps the output's 4:3 shape; it breathes in and out and drifts.
         let (base_w, cx0, cy0, drift) = match scene.name {
-            "solvay" => (420.0, pw * 0.5, ph * 0.42, pw * 0.2),
+            "solvay" => (420.0, pw * 0.5, ph * 0.15, pw * 0.2),
             _ => ((pw).min(ph * ow / oh), pw * 0.47, ph * 0.40, pw * 0.05),
         };
         let zoom = 1.0 + 0.15 * (1.0 + (t * 0.9).sin());

@@ -336,7 +336,8 @@ impl EmocamApp {
     /// Take one processed frame: track faces, record rows, extend the chart.
     pub fn accept(&mut self, s: Scored) {
         self.faces = self.tracker.update(s.frame.index, &s.faces, self.smoothing);
-        if let Some(f) = self.faces.first() {
+        // The chart follows the face seen longest (lowest id), not whichever is leftmost.
+        if let Some(f) = self.faces.iter().min_by_key(|f| f.id) {
             self.history
                 .push(self.started.elapsed().as_secs_f64(), f.smoothed);
         }
@@ -607,7 +608,7 @@ impl EmocamApp {
                 }
             });
         ui.separator();
-        ui.label("Last 30 s (first face)");
+        ui.label("Last 30 s (the face seen longest)");
         self.history.show(ui, self.started.elapsed().as_secs_f64());
     }
 

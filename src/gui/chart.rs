@@ -43,7 +43,7 @@ impl History {
     /// Draw one line per emotion, time in seconds before now on the x axis.
     pub fn show(&self, ui: &mut Ui, now: f64) {
         Plot::new("score-history")
-            .legend(Legend::default())
+            .legend(Legend::default().position(egui_plot::Corner::LeftTop))
             .include_y(0.0)
             .include_y(1.0)
             .include_x(-HISTORY_SECS)
