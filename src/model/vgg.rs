@@ -137,7 +137,7 @@ impl BatchNorm2d {
     /// Batch norm then ReLU; training uses the fused kernel [`batch_norm_relu_train`].
     fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
-            return self.forward_t(x, false)?.relu();
+            return self.forward_eval(x)?.relu();
         }
         let n = x.dim(1)? as f64;
         let (y, (means, vars)) = batch_norm_relu_train(x, &self.weight, &self.bias, self.eps)?;
@@ -152,35 +152,22 @@ impl BatchNorm2d {
         Ok(y)
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Inference: normalise with the running statistics.
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         let (w, b) = (self.weight.unsqueeze(1)?, self.bias.unsqueeze(1)?);
-        if !train {
-            let scale = (self.running_var.as_tensor() + self.eps)?
-                .sqrt()?
-                .recip()?
+        let scale = (self.running_var.as_tensor() + self.eps)?
+            .sqrt()?
+            .recip()?
+            .unsqueeze(1)?
+            .broadcast_mul(&w)?;
+        let shift = b.broadcast_sub(
+            &self
+                .running_mean
+                .as_tensor()
                 .unsqueeze(1)?
-                .broadcast_mul(&w)?;
-            let shift = b.broadcast_sub(
-                &self
-                    .running_mean
-                    .as_tensor()
-                    .unsqueeze(1)?
-                    .broadcast_mul(&scale)?,
-            )?;
-            return x.broadcast_mul(&scale)?.broadcast_add(&shift);
-        }
-        let n = x.dim(1)? as f64;
-        let mean = x.mean_keepdim(1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(1)?;
-        let xhat = centred.broadcast_div(&(&var + self.eps)?.sqrt()?)?;
-        let m = BN_MOMENTUM;
-        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(1)? * m)?)?;
-        let unbiased = (var.detach().squeeze(1)? * (n / (n - 1.0).max(1.0)))?;
-        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-        self.running_mean.set(&rm)?;
-        self.running_var.set(&rv)?;
-        xhat.broadcast_mul(&w)?.broadcast_add(&b)
+                .broadcast_mul(&scale)?,
+        )?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
     }
 }
 
@@ -331,10 +318,10 @@ mod tests {
         let rows = x.transpose(0, 1)?.contiguous()?.reshape((3, 100))?;
         for train in [true, false] {
             let a = ours
-                .forward_t(&rows, train)?
+                .forward_relu_t(&rows, train)?
                 .reshape((3, 4, 5, 5))?
                 .transpose(0, 1)?;
-            let b = theirs.forward_t(&x, train)?;
+            let b = theirs.forward_t(&x, train)?.relu()?;
             let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(d < 1e-4, "train={train}: differs by {d}");
         }
