@@ -103,6 +103,18 @@ enum Command {
     },
     /// Train a classifier on labelled face crops; writes weights the app loads unchanged.
     Train(TrainArgs),
+    /// Combine two or more weights files into one ensemble that averages their probabilities.
+    Ensemble {
+        /// Where to write the ensemble.
+        #[arg(long)]
+        out: PathBuf,
+        /// Name shown in the app and written to recordings.
+        #[arg(long, default_value = "emocam ensemble")]
+        name: String,
+        /// The members' weights files.
+        #[arg(required = true, num_args = 2..)]
+        members: Vec<PathBuf>,
+    },
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval {
         /// A folder of <class>/<images> or a FER2013 CSV (emotion,pixels[,Usage]).
@@ -138,7 +150,7 @@ struct TrainArgs {
     /// Usage rows of a CSV to validate on.
     #[arg(long, default_value = "PublicTest")]
     val_usage: String,
-    /// Architecture (this build trains `vgg`).
+    /// Architecture: `vgg` (widths below) or `mini_xception` (the shipped model's, 64x64).
     #[arg(long, default_value = "vgg")]
     arch: String,
     /// Channels of each VGG block.
@@ -235,6 +247,21 @@ fn main() -> ExitCode {
             json,
         }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
         Some(Command::Train(args)) => run_train(args),
+        Some(Command::Ensemble { out, name, members }) => {
+            let paths: Vec<&Path> = members.iter().map(PathBuf::as_path).collect();
+            emocam::model::ensemble::combine(&paths, &out, &name)
+                .map(|spec| {
+                    println!(
+                        "wrote {} ({} members, input {}x{})",
+                        out.display(),
+                        paths.len(),
+                        spec.input_size,
+                        spec.input_size
+                    );
+                    ExitCode::SUCCESS
+                })
+                .map_err(Into::into)
+        }
         None => run_app(cli.app),
     };
     match result {
@@ -439,13 +466,7 @@ fn load_split(path: &Path, usage: &str) -> Result<dataset::LabeledFaces> {
 
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
     use emocam::model::vgg::VggConfig;
-    use emocam::train::{Augment, LossKind, OptimizerKind, TrainConfig};
-    if a.arch != "vgg" {
-        anyhow::bail!(
-            "--arch {}: this build trains `vgg` only (mini_xception training is not implemented yet)",
-            a.arch
-        );
-    }
+    use emocam::train::{Augment, LossKind, NetConfig, OptimizerKind, TrainConfig};
     let widths = a
         .widths
         .split(',')
@@ -457,6 +478,17 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
                 a.widths
             )
         })?;
+    let net = match a.arch.as_str() {
+        "vgg" => {
+            let mut c = VggConfig::half_width(emocam::Emotion::COUNT);
+            c.widths = widths;
+            c.dense = a.dense;
+            c.dropout = a.dropout;
+            NetConfig::Vgg(c)
+        }
+        "mini_xception" => NetConfig::mini_xception(emocam::Emotion::COUNT),
+        other => anyhow::bail!("--arch {other}: expected `vgg` or `mini_xception`"),
+    };
     let train_set = load_split(&a.data, &a.data_usage)?;
     let val_set = load_split(&a.val, &a.val_usage)?;
     eprintln!(
@@ -465,10 +497,6 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         val_set.len(),
         train_set.class_counts()
     );
-    let mut net = VggConfig::half_width(emocam::Emotion::COUNT);
-    net.widths = widths;
-    net.dense = a.dense;
-    net.dropout = a.dropout;
     let cfg = TrainConfig {
         net,
         epochs: a.epochs,

@@ -3,7 +3,7 @@
 
 use emocam::dataset::LabeledFaces;
 use emocam::model::vgg::VggConfig;
-use emocam::train::{Augment, LossKind, OptimizerKind, Rng, TrainConfig, train};
+use emocam::train::{Augment, LossKind, NetConfig, OptimizerKind, Rng, TrainConfig, train};
 use emocam::{Classifier, Emotion, eval};
 use image::GrayImage;
 
@@ -30,14 +30,14 @@ fn dataset(n_per_class: usize, seed: u64) -> LabeledFaces {
 
 fn config(out: std::path::PathBuf) -> TrainConfig {
     TrainConfig {
-        net: VggConfig {
+        net: NetConfig::Vgg(VggConfig {
             widths: vec![8, 16],
             dense: 16,
             classes: 3,
             input_size: 16,
             dropout: 0.1,
             bn_eps: 1e-5,
-        },
+        }),
         epochs: 6,
         batch_size: 16,
         lr: 0.01,
@@ -162,4 +162,66 @@ fn fine_tuning_with_frozen_blocks_leaves_them_bit_identical() {
         2 * 5,
         "two conv weights and two batch norms of four tensors each... counted {frozen}"
     );
+}
+
+/// mini-Xception fine-tunes from the shipped weights: a new 3-class head, the stem and first
+/// block frozen bit-identical, the rest learning, and the result loads as a mini-Xception.
+#[test]
+fn mini_xception_fine_tunes_from_the_shipped_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mx.safetensors");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("weights")
+        .join("mini-xception-fer2013.safetensors");
+    let (tr, val) = (dataset(24, 6), dataset(10, 7));
+    let mut cfg = config(out.clone());
+    cfg.net = NetConfig::MiniXception {
+        classes: 3,
+        bn_eps: 1e-3,
+    };
+    cfg.epochs = 4;
+    cfg.lr = 5e-3;
+    cfg.init = Some(shipped.clone());
+    cfg.freeze = 2;
+    let summary = train(&tr, &val, &cfg).unwrap();
+    let h = &summary.history;
+    println!("{h:#?}");
+    assert!(
+        h.last().unwrap().train_loss < h[0].train_loss,
+        "loss did not fall: {h:?}"
+    );
+    assert!(
+        summary.best_val_acc > 0.6,
+        "val accuracy {} (chance is 0.33)",
+        summary.best_val_acc
+    );
+
+    let clf = Classifier::load(&out).unwrap();
+    assert_eq!(
+        clf.spec().architecture,
+        emocam::model::Architecture::MiniXception
+    );
+    assert_eq!(clf.input_size(), 64);
+    let report = eval::evaluate(&clf, &val, false).unwrap();
+    assert!(
+        (report.accuracy - summary.best_val_acc).abs() <= 1.0 / val.len() as f64 + 1e-9,
+        "{} vs {}",
+        report.accuracy,
+        summary.best_val_acc
+    );
+
+    let a = candle_core::safetensors::load(&shipped, &candle_core::Device::Cpu).unwrap();
+    let b = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    for (name, t) in &b {
+        let same = a.get(name).is_some_and(|s| {
+            s.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        });
+        if name.starts_with("stem.") || name.starts_with("block1.") {
+            assert!(same, "{name} changed although it was frozen");
+        } else if name.starts_with("block4.") {
+            assert!(!same, "{name} did not train");
+        }
+    }
+    assert_eq!(b["head.conv.weight"].dims(), &[3, 128, 3, 3]);
 }

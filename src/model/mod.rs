@@ -4,7 +4,10 @@
 //! safetensors `__metadata__` ([`ModelSpec`]); [`Classifier::load`] picks the network from that,
 //! never from the file name, and checks every tensor before anything runs.
 
+pub mod batch_norm;
+pub mod ensemble;
 pub mod mini_xception;
+pub mod mini_xception_train;
 pub mod ops;
 pub mod preprocess;
 pub mod vgg;
@@ -57,17 +60,25 @@ pub enum Architecture {
     MiniXception,
     /// Our VGG-style CNN for 48x48 input ([`vgg::Vgg`]), trained with `emocam train`.
     Vgg,
+    /// Several models whose probabilities are averaged, each on its own input size; made by
+    /// `emocam ensemble` (see [`ensemble`]).
+    Ensemble,
 }
 
 impl Architecture {
     /// Every known architecture.
-    pub const ALL: [Architecture; 2] = [Architecture::MiniXception, Architecture::Vgg];
+    pub const ALL: [Architecture; 3] = [
+        Architecture::MiniXception,
+        Architecture::Vgg,
+        Architecture::Ensemble,
+    ];
 
     /// The name written in weights metadata and accepted on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Architecture::MiniXception => "mini_xception",
             Architecture::Vgg => "vgg",
+            Architecture::Ensemble => "ensemble",
         }
     }
 
@@ -78,14 +89,14 @@ impl Architecture {
 
     fn default_input_size(self) -> u32 {
         match self {
-            Architecture::MiniXception => 64,
+            Architecture::MiniXception | Architecture::Ensemble => 64,
             Architecture::Vgg => 48,
         }
     }
 
     fn default_bn_eps(self) -> f64 {
         match self {
-            Architecture::MiniXception => 1e-3,
+            Architecture::MiniXception | Architecture::Ensemble => 1e-3,
             Architecture::Vgg => 1e-5,
         }
     }
@@ -273,6 +284,54 @@ fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
 enum Net {
     MiniXception(MiniXception),
     Vgg(vgg::Vgg),
+    /// Members with their own specs (input size, scaling); never nested.
+    Ensemble(Vec<(Net, ModelSpec)>),
+}
+
+impl Net {
+    /// Build the single network `spec` describes from `vb`; the error is the reason only.
+    fn build(vb: VarBuilder, spec: &ModelSpec) -> std::result::Result<Net, NetError> {
+        Ok(match spec.architecture {
+            Architecture::MiniXception => {
+                Net::MiniXception(MiniXception::new(vb, spec.classes.len(), spec.bn_eps)?)
+            }
+            Architecture::Vgg => {
+                let cfg = vgg::VggConfig::from_metadata(
+                    &spec.metadata,
+                    spec.classes.len(),
+                    spec.input_size as usize,
+                    spec.bn_eps,
+                )
+                .map_err(NetError::Spec)?;
+                Net::Vgg(vgg::Vgg::new(vb, &cfg)?)
+            }
+            Architecture::Ensemble => {
+                let members = ensemble::member_specs(spec).map_err(NetError::Spec)?;
+                let mut nets = Vec::with_capacity(members.len());
+                for (i, m) in members.into_iter().enumerate() {
+                    if m.architecture == Architecture::Ensemble {
+                        return Err(NetError::Spec(format!(
+                            "ensemble member {i} is itself an ensemble"
+                        )));
+                    }
+                    nets.push((Net::build(vb.pp(ensemble::member_prefix(i)), &m)?, m));
+                }
+                Net::Ensemble(nets)
+            }
+        })
+    }
+}
+
+/// Why a network could not be built: a bad metadata entry, or a tensor problem.
+enum NetError {
+    Spec(String),
+    Tensor(candle_core::Error),
+}
+
+impl From<candle_core::Error> for NetError {
+    fn from(e: candle_core::Error) -> Self {
+        NetError::Tensor(e)
+    }
 }
 
 impl Module for Net {
@@ -280,6 +339,9 @@ impl Module for Net {
         match self {
             Net::MiniXception(m) => m.forward(xs),
             Net::Vgg(m) => m.forward(xs),
+            Net::Ensemble(_) => candle_core::bail!(
+                "an ensemble takes face crops (Classifier::classify), not one input tensor"
+            ),
         }
     }
 }
@@ -324,23 +386,15 @@ impl Classifier {
         let device = Device::Cpu;
         let (backend, problem) = weights::CheckedBackend::new(tensors);
         let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
-        let built = match spec.architecture {
-            Architecture::MiniXception => {
-                MiniXception::new(vb, spec.classes.len(), spec.bn_eps).map(Net::MiniXception)
-            }
-            Architecture::Vgg => {
-                let cfg = vgg::VggConfig::from_metadata(
-                    &spec.metadata,
-                    spec.classes.len(),
-                    spec.input_size as usize,
-                    spec.bn_eps,
-                )
-                .map_err(|e| Error::weights(&path, e))?;
-                vgg::Vgg::new(vb, &cfg).map(Net::Vgg)
-            }
-        };
-        let net = built
-            .map_err(|e| Error::weights(&path, problem.get().unwrap_or_else(|| e.to_string())))?;
+        let net = Net::build(vb, &spec).map_err(|e| {
+            Error::weights(
+                &path,
+                match e {
+                    NetError::Spec(reason) => reason,
+                    NetError::Tensor(e) => problem.get().unwrap_or_else(|| e.to_string()),
+                },
+            )
+        })?;
         let clf = Self {
             net,
             spec,
@@ -348,28 +402,19 @@ impl Classifier {
             device,
         };
         // A last check that the weights run and give one probability per class.
-        let probe = Tensor::zeros(
-            (
-                1,
-                1,
-                clf.spec.input_size as usize,
-                clf.spec.input_size as usize,
-            ),
-            DType::F32,
-            &clf.device,
-        )?;
-        let out = clf.forward(&probe).map_err(|e| {
+        let s = clf.spec.input_size;
+        let probe = clf.raw_probs(&[GrayImage::new(s, s)]).map_err(|e| {
             Error::weights(
                 &clf.source,
                 format!("the network does not run on its input size: {e}"),
             )
         })?;
-        if out.dims() != [1, clf.spec.classes.len()] {
+        if probe.len() != 1 || probe[0].len() != clf.spec.classes.len() {
             return Err(Error::weights(
                 &clf.source,
                 format!(
-                    "the network gives {:?} outputs, expected [1, {}] for the classes in its metadata",
-                    out.dims(),
+                    "the network gives {} outputs, expected {} for the classes in its metadata",
+                    probe.first().map_or(0, |p| p.len()),
                     clf.spec.classes.len()
                 ),
             ));
@@ -399,29 +444,40 @@ impl Classifier {
 
     /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let chunk = FORWARD_CHUNK;
-        let logits = if n <= chunk {
-            self.net.forward(x)?
-        } else {
-            let parts = (0..n)
-                .step_by(chunk)
-                .map(|i| self.net.forward(&x.narrow(0, i, chunk.min(n - i))?))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::cat(&parts, 0)?
-        };
-        Ok(candle_nn::ops::softmax_last_dim(&logits)?)
+        forward_chunked(&self.net, x)
     }
 
     /// Classify a batch of grayscale face crops (any size; resized to the input size if needed).
     /// All faces go through the network in one batch.
     pub fn classify(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
+        Ok(self
+            .raw_probs(faces)?
+            .iter()
+            .map(|p| self.to_scores(p))
+            .collect())
+    }
+
+    /// Probabilities per face in the model's class order; an ensemble averages its members,
+    /// each fed at its own input size.
+    fn raw_probs(&self, faces: &[GrayImage]) -> Result<Vec<Vec<f32>>> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let x = preprocess::batch_tensor(faces, &self.spec, &self.device)?;
-        let probs = self.forward(&x)?.to_vec2::<f32>()?;
-        Ok(probs.iter().map(|p| self.to_scores(p)).collect())
+        let Net::Ensemble(members) = &self.net else {
+            let x = preprocess::batch_tensor(faces, &self.spec, &self.device)?;
+            return Ok(self.forward(&x)?.to_vec2::<f32>()?);
+        };
+        let mut sum = vec![vec![0f32; self.spec.classes.len()]; faces.len()];
+        for (net, spec) in members {
+            let x = preprocess::batch_tensor(faces, spec, &self.device)?;
+            let p = forward_chunked(net, &x)?.to_vec2::<f32>()?;
+            for (acc, row) in sum.iter_mut().zip(&p) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+        }
+        let k = members.len().max(1) as f32;
+        sum.iter_mut().flatten().for_each(|v| *v /= k);
+        Ok(sum)
     }
 
     /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time augmentation).
@@ -449,6 +505,22 @@ impl Classifier {
         }
         Scores(s)
     }
+}
+
+/// Softmax of `net` over `x`, in chunks of [`FORWARD_CHUNK`] faces.
+fn forward_chunked(net: &Net, x: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let chunk = FORWARD_CHUNK;
+    let logits = if n <= chunk {
+        net.forward(x)?
+    } else {
+        let parts = (0..n)
+            .step_by(chunk)
+            .map(|i| net.forward(&x.narrow(0, i, chunk.min(n - i))?))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)?
+    };
+    Ok(candle_nn::ops::softmax_last_dim(&logits)?)
 }
 
 /// Prepare the process for fast CPU inference; call it first thing in `main`, before any

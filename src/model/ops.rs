@@ -23,7 +23,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 /// `x` is `(C, N, H, W)` and `kernel` is `(C, 1, 3, 3)` as PyTorch/candle store depthwise kernels.
 pub fn depthwise_conv3x3(x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op2_no_bwd(&kernel.contiguous()?, &Depthwise3x3)
+        .apply_op2(&kernel.contiguous()?, Depthwise3x3)
 }
 
 struct Depthwise3x3;
@@ -62,6 +62,100 @@ impl CustomOp2 for Depthwise3x3 {
         }
         Ok((CpuStorage::F32(out), Shape::from((c, n, h, w))))
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        kernel: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (c, n, h, w) = x.dims4()?;
+        let all = x.contiguous()?.apply_op3_no_bwd(
+            &grad.contiguous()?,
+            &kernel.contiguous()?,
+            &DepthwiseGrad,
+        )?;
+        let dx = all.narrow(0, 0, c * n * h * w)?.reshape((c, n, h, w))?;
+        let dk = all.narrow(0, c * n * h * w, c * 9)?.reshape((c, 1, 3, 3))?;
+        Ok((Some(dx), Some(dk)))
+    }
+}
+
+/// Gradients of [`Depthwise3x3`]: `[dx (C*N*H*W) | dkernel (C*9)]` from `x`, `dy` and the kernel.
+/// The input gradient is the same "same" convolution of `dy` with the kernel turned by 180
+/// degrees; each kernel tap's gradient is the dot product of `dy` with the shifted input.
+struct DepthwiseGrad;
+
+impl candle_core::CustomOp3 for DepthwiseGrad {
+    fn name(&self) -> &'static str {
+        "depthwise-conv3x3-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (c, n, h, w) = l1.shape().dims4()?;
+        let xs = f32_slice(s1, l1, self.name())?;
+        let dys = f32_slice(s2, l2, self.name())?;
+        let ks = f32_slice(s3, l3, self.name())?;
+        if dys.len() != xs.len() || ks.len() != c * 9 {
+            bail!("depthwise-conv3x3-grad: shapes do not fit ({c}, {n}, {h}, {w})");
+        }
+        let plane = h * w;
+        let pw = w + 2;
+        let wl = wide_len(h, w, pw);
+        let mut out = Vec::with_capacity(c * n * plane + c * 9);
+        let mut dk = vec![0f32; c * 9];
+        let mut padded_x = vec![0f32; (h + 2) * pw];
+        let mut padded_dy = vec![0f32; (h + 2) * pw];
+        let mut wide = vec![0f32; wl];
+        // `dy` at row stride `pw`, zero in the two wrap-around columns, for the tap dot products.
+        let mut dy_wide = vec![0f32; wl];
+        for i in 0..c * n {
+            let ch = i / n;
+            let k = &ks[ch * 9..][..9];
+            let flipped: [f32; 9] = std::array::from_fn(|t| k[8 - t]);
+            let dy = &dys[i * plane..][..plane];
+            pad_plane(dy, &mut padded_dy, h, w);
+            taps_wide(&padded_dy, pw, &flipped, &mut wide, false);
+            compact(&wide, &mut out, w, pw);
+            pad_plane(&xs[i * plane..][..plane], &mut padded_x, h, w);
+            dy_wide.copy_from_slice(&padded_dy[pw + 1..][..wl]);
+            taps_dot(&padded_x, pw, &dy_wide, &mut dk[ch * 9..][..9]);
+        }
+        out.extend_from_slice(&dk);
+        Ok((CpuStorage::F32(out), Shape::from(c * n * plane + c * 9)))
+    }
+}
+
+/// `acc[dy*3+dx] += sum_i g[i] * src[i + dy*pw + dx]`: the nine tap gradients of a 3x3 filter.
+#[inline(always)]
+fn taps_dot_generic<const FMA: bool>(src: &[f32], pw: usize, g: &[f32], acc: &mut [f32]) {
+    const L: usize = 8;
+    let len = g.len();
+    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pw + t % 3);
+    let mut lanes = [[0f32; L]; 9];
+    let whole = len / L * L;
+    for i in (0..whole).step_by(L) {
+        let gv = &g[i..i + L];
+        for (t, lane) in lanes.iter_mut().enumerate() {
+            let sv = &src[offs[t] + i..][..L];
+            for j in 0..L {
+                lane[j] = madd::<FMA>(gv[j], sv[j], lane[j]);
+            }
+        }
+    }
+    for (t, lane) in lanes.iter().enumerate() {
+        let tail: f32 = (whole..len).map(|i| g[i] * src[offs[t] + i]).sum();
+        acc[t] += lane.iter().sum::<f32>() + tail;
+    }
 }
 
 /// Define `$name` to run `$generic::<true>` compiled for AVX2 + FMA when the CPU has them (the
@@ -87,6 +181,7 @@ macro_rules! with_avx2 {
 }
 
 with_avx2!(taps_wide, taps_wide_generic, (src: &[f32], pw: usize, k: &[f32], dst: &mut [f32], accumulate: bool));
+with_avx2!(taps_dot, taps_dot_generic, (src: &[f32], pw: usize, g: &[f32], acc: &mut [f32]));
 with_avx2!(max_pool_plane, max_pool_plane_generic, (plane: &[f32], out: &mut [f32], h: usize, w: usize, tmp: &mut [f32]));
 
 /// The 3x3 filter over a plane of row length `pw`, treated as one long row:
@@ -376,7 +471,7 @@ impl CustomOp1 for Col2Im3x3 {
 /// Every other row and column starting at 0: `(C, N, H, W)` -> `(C, N, ceil(H/2), ceil(W/2))`,
 /// the sampling of a 1x1 stride-2 convolution.
 pub fn subsample2(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&Subsample2)
+    x.contiguous()?.apply_op1(Subsample2)
 }
 
 struct Subsample2;
@@ -398,6 +493,46 @@ impl CustomOp1 for Subsample2 {
         }
         Ok((CpuStorage::F32(out), Shape::from((c, n, ho, wo))))
     }
+
+    /// Each sampled pixel gets its gradient back; the others get zero.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&Unsubsample2 { h, w })?,
+        ))
+    }
+}
+
+/// The adjoint of [`Subsample2`]: `(C, N, ceil(H/2), ceil(W/2))` -> `(C, N, H, W)`.
+struct Unsubsample2 {
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Unsubsample2 {
+    fn name(&self) -> &'static str {
+        "unsubsample2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (c, n, ho, wo) = l.shape().dims4()?;
+        let (h, w) = (self.h, self.w);
+        if (h.div_ceil(2), w.div_ceil(2)) != (ho, wo) {
+            bail!("unsubsample2: {ho}x{wo} is not the subsampling of {h}x{w}");
+        }
+        let gs = f32_slice(s, l, self.name())?;
+        let mut out = vec![0f32; c * n * h * w];
+        for (g, o) in gs.chunks_exact(ho * wo).zip(out.chunks_exact_mut(h * w)) {
+            for (oy, grow) in g.chunks_exact(wo).enumerate() {
+                let orow = &mut o[oy * 2 * w..][..w];
+                for (ox, &v) in grow.iter().enumerate() {
+                    orow[ox * 2] = v;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((c, n, h, w))))
+    }
 }
 
 /// Max pooling with a 3x3 window and stride 2 and TensorFlow's "same" padding, per plane
@@ -407,7 +542,7 @@ impl CustomOp1 for Subsample2 {
 /// the bottom (and right). PyTorch-style symmetric padding gives the same output shape but
 /// shifts every window by one pixel, which costs mini-Xception 8 points of accuracy.
 pub fn max_pool3x3_s2_same(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&MaxPoolSame)
+    x.contiguous()?.apply_op1(MaxPoolSame)
 }
 
 /// `max_pool3x3_s2_same(x) + residual` in one pass (the end of every mini-Xception block).
@@ -472,6 +607,69 @@ impl CustomOp1 for MaxPoolSame {
             max_pool_plane(plane, o, h, w, &mut tmp);
         }
         Ok((CpuStorage::F32(out), Shape::from((a, b, ho, wo))))
+    }
+
+    /// Each window's gradient goes to its (first) largest input.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            arg.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolSameGrad)?,
+        ))
+    }
+}
+
+/// Gradient of [`MaxPoolSame`] with respect to its input, from the input and `dy`.
+struct MaxPoolSameGrad;
+
+impl CustomOp2 for MaxPoolSameGrad {
+    fn name(&self) -> &'static str {
+        "max-pool3x3-s2-same-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b, h, w) = l1.shape().dims4()?;
+        let (ho, top) = tf_same_pool_geometry(h);
+        let (wo, left) = tf_same_pool_geometry(w);
+        if l2.shape().dims() != [a, b, ho, wo] {
+            bail!(
+                "max-pool grad: gradient {:?} does not fit input {:?}",
+                l2.shape().dims(),
+                l1.shape().dims()
+            );
+        }
+        let xs = f32_slice(s1, l1, self.name())?;
+        let dys = f32_slice(s2, l2, self.name())?;
+        let mut out = vec![0f32; xs.len()];
+        for ((plane, dy), o) in xs
+            .chunks_exact(h * w)
+            .zip(dys.chunks_exact(ho * wo))
+            .zip(out.chunks_exact_mut(h * w))
+        {
+            for oy in 0..ho {
+                let y0 = (oy * 2).saturating_sub(top);
+                let y1 = (oy * 2 + 3 - top).min(h);
+                for ox in 0..wo {
+                    let x0 = (ox * 2).saturating_sub(left);
+                    let x1 = (ox * 2 + 3 - left).min(w);
+                    let mut best = y0 * w + x0;
+                    for y in y0..y1 {
+                        for x in x0..x1 {
+                            if plane[y * w + x] > plane[best] {
+                                best = y * w + x;
+                            }
+                        }
+                    }
+                    o[best] += dy[oy * wo + ox];
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((a, b, h, w))))
     }
 }
 
@@ -597,6 +795,76 @@ mod tests {
             let theirs = x.conv2d(&k, 1, 1, 1, c)?;
             let d = max_diff(&ours, &theirs);
             assert!(d < 1e-4, "({n},{c},{h},{w}): max diff {d}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn depthwise_gradients_match_candle_grouped_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(n, c, h, w) in &[(2, 3, 9, 7), (1, 2, 1, 1), (3, 4, 16, 16)] {
+            let x = candle_core::Var::randn(0f32, 1.0, (n, c, h, w), &dev)?;
+            let k = candle_core::Var::randn(0f32, 1.0, (c, 1, 3, 3), &dev)?;
+            let up = Tensor::randn(0f32, 1.0, (n, c, h, w), &dev)?;
+            let ours = depthwise_conv3x3(&x.transpose(0, 1)?, &k)?.transpose(0, 1)?;
+            let g1 = (ours * &up)?.sum_all()?.backward()?;
+            let theirs = x.conv2d(&k, 1, 1, 1, c)?;
+            let g2 = (theirs * &up)?.sum_all()?.backward()?;
+            for v in [x.as_tensor(), k.as_tensor()] {
+                let (a, b) = (g1.get(v).expect("grad"), g2.get(v).expect("grad"));
+                assert_eq!(a.dims(), b.dims());
+                let d = max_diff(a, b);
+                assert!(d < 1e-3, "({n},{c},{h},{w}): gradient differs by {d}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn subsample_gradient_scatters_to_the_sampled_pixels() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f32, 1.0, (1, 1, 3, 4), &dev)?;
+        let up = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &dev)?.reshape((1, 1, 2, 2))?;
+        let g = (subsample2(&x)? * up)?.sum_all()?.backward()?;
+        assert_eq!(
+            g.get(&x).expect("grad").flatten_all()?.to_vec1::<f32>()?,
+            vec![1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0, 0.0]
+        );
+        Ok(())
+    }
+
+    /// Finite differences: away from ties, the pooled sum moves by the routed gradient.
+    #[test]
+    fn same_pool_gradient_matches_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(h, w) in &[(7, 6), (8, 8), (5, 9)] {
+            // Distinct values a whole unit apart, so a small bump never changes a window's maximum.
+            let len = 2 * h * w;
+            let vals: Vec<f32> = (0..len).map(|i| ((i * 37) % len) as f32).collect();
+            let x = candle_core::Var::from_vec(vals, (2, 1, h, w), &dev)?;
+            let (ho, _) = tf_same_pool_geometry(h);
+            let (wo, _) = tf_same_pool_geometry(w);
+            let up = Tensor::randn(0f32, 1.0, (2, 1, ho, wo), &dev)?;
+            let f = |t: &Tensor| -> Result<f32> {
+                (max_pool3x3_s2_same(t)? * &up)?
+                    .sum_all()?
+                    .to_scalar::<f32>()
+            };
+            let g = (max_pool3x3_s2_same(&x)? * &up)?.sum_all()?.backward()?;
+            let g = g.get(&x).expect("grad").flatten_all()?.to_vec1::<f32>()?;
+            let base = x.flatten_all()?.to_vec1::<f32>()?;
+            let eps = 0.25;
+            for i in 0..base.len() {
+                let mut bumped = base.clone();
+                bumped[i] += eps;
+                let t = Tensor::from_vec(bumped, (2, 1, h, w), &dev)?;
+                let numeric = (f(&t)? - f(x.as_tensor())?) / eps;
+                assert!(
+                    (numeric - g[i]).abs() < 1e-2,
+                    "{h}x{w} pixel {i}: analytic {} numeric {numeric}",
+                    g[i]
+                );
+            }
         }
         Ok(())
     }
@@ -740,21 +1008,23 @@ mod tests {
     }
 }
 
-/// Batch statistics of one call of [`batch_norm_relu_train`]: per-channel mean and biased variance.
+/// Batch statistics of one call of [`batch_norm_train`]: per-channel mean and biased variance.
 pub type BatchStats = (Vec<f32>, Vec<f32>);
 
-/// Training-mode batch norm followed by ReLU over `(C, cols)` rows, in one pass forward and two
-/// backward (candle's elementwise ops took a fifth of a training step). `gamma` and `beta` are
-/// `(C)`. Also returns the batch statistics, for the running averages.
-pub fn batch_norm_relu_train(
+/// Training-mode batch norm, followed by ReLU if `relu`, over `(C, cols)` rows, in one pass
+/// forward and two backward (candle's elementwise ops took a fifth of a training step). `gamma`
+/// and `beta` are `(C)`. Also returns the batch statistics, for the running averages.
+pub fn batch_norm_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, BatchStats)> {
     let stats = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
     let op = BnRelu {
         eps,
+        relu,
         stats: stats.clone(),
     };
     let y = x
@@ -774,6 +1044,7 @@ fn row_stats(row: &[f32], eps: f64) -> (f32, f32, f32) {
 
 struct BnRelu {
     eps: f64,
+    relu: bool,
     stats: std::sync::Arc<std::sync::Mutex<BatchStats>>,
 }
 
@@ -809,7 +1080,11 @@ impl candle_core::CustomOp3 for BnRelu {
         for (ch, row) in xs.chunks_exact(cols).enumerate() {
             let (mean, var, inv) = row_stats(row, self.eps);
             let (scale, shift) = (g[ch] * inv, b[ch] - mean * g[ch] * inv);
-            out.extend(row.iter().map(|&v| (v * scale + shift).max(0.0)));
+            if self.relu {
+                out.extend(row.iter().map(|&v| (v * scale + shift).max(0.0)));
+            } else {
+                out.extend(row.iter().map(|&v| v * scale + shift));
+            }
             means.push(mean);
             vars.push(var);
         }
@@ -832,7 +1107,10 @@ impl candle_core::CustomOp3 for BnRelu {
         let all = x.contiguous()?.apply_op3_no_bwd(
             &grad.contiguous()?,
             &params,
-            &BnReluGrad { eps: self.eps },
+            &BnReluGrad {
+                eps: self.eps,
+                relu: self.relu,
+            },
         )?;
         let dx = all.narrow(0, 0, c * cols)?.reshape((c, cols))?;
         let dgamma = all.narrow(0, c * cols, c)?;
@@ -845,6 +1123,7 @@ impl candle_core::CustomOp3 for BnRelu {
 /// `[gamma | beta]`.
 struct BnReluGrad {
     eps: f64,
+    relu: bool,
 }
 
 impl candle_core::CustomOp3 for BnReluGrad {
@@ -883,7 +1162,11 @@ impl candle_core::CustomOp3 for BnReluGrad {
             let (mut sum_g, mut sum_gx) = (0f64, 0f64);
             for ((d, &v), &up) in dx.iter_mut().zip(row).zip(dy) {
                 let xhat = (v - mean) * inv;
-                let gi = if g * xhat + b > 0.0 { up } else { 0.0 };
+                let gi = if !self.relu || g * xhat + b > 0.0 {
+                    up
+                } else {
+                    0.0
+                };
                 *d = gi;
                 sum_g += gi as f64;
                 sum_gx += (gi * xhat) as f64;
@@ -914,7 +1197,7 @@ mod bn_tests {
         let b = Var::from_tensor(&Tensor::new(&[0.1f32, -0.2, 0.05], &dev)?)?;
         let up = Tensor::randn(0f32, 1.0, (3, 50), &dev)?;
         let eps = 1e-5;
-        let (ours, (means, vars)) = batch_norm_relu_train(&x, &g, &b, eps)?;
+        let (ours, (means, vars)) = batch_norm_train(&x, &g, &b, eps, true)?;
         let gr1 = (&ours * &up)?.sum_all()?.backward()?;
         // The same with candle's ops.
         let mean = x.mean_keepdim(D::Minus1)?;

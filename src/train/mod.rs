@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::LabeledFaces;
 use crate::emotion::Emotion;
 use crate::error::{Error, Result};
+use crate::model::mini_xception_train::TrainableMiniXception;
 use crate::model::vgg::{Vgg, VggConfig};
 use crate::model::{Architecture, InputScaling, ModelSpec, meta, weights};
 pub use augment::Augment;
@@ -81,10 +82,123 @@ pub enum LossKind {
     Mse,
 }
 
+/// Which network to train, and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetConfig {
+    /// The VGG-style CNN ([`Vgg`]).
+    Vgg(VggConfig),
+    /// mini-Xception ([`TrainableMiniXception`]), 64x64 input.
+    MiniXception { classes: usize, bn_eps: f64 },
+}
+
+impl NetConfig {
+    /// mini-Xception with the shipped model's batch-norm epsilon (Keras' 1e-3).
+    pub fn mini_xception(classes: usize) -> Self {
+        NetConfig::MiniXception {
+            classes,
+            bn_eps: 1e-3,
+        }
+    }
+
+    /// Number of output classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            NetConfig::Vgg(c) => c.classes,
+            NetConfig::MiniXception { classes, .. } => *classes,
+        }
+    }
+
+    /// Side of the square input.
+    pub fn input_size(&self) -> usize {
+        match self {
+            NetConfig::Vgg(c) => c.input_size,
+            NetConfig::MiniXception { .. } => 64,
+        }
+    }
+
+    fn architecture(&self) -> Architecture {
+        match self {
+            NetConfig::Vgg(_) => Architecture::Vgg,
+            NetConfig::MiniXception { .. } => Architecture::MiniXception,
+        }
+    }
+
+    fn bn_eps(&self) -> f64 {
+        match self {
+            NetConfig::Vgg(c) => c.bn_eps,
+            NetConfig::MiniXception { bn_eps, .. } => *bn_eps,
+        }
+    }
+
+    fn build(&self, vb: VarBuilder) -> candle_core::Result<TrainNet> {
+        Ok(match self {
+            NetConfig::Vgg(c) => TrainNet::Vgg(Vgg::new(vb, c)?),
+            NetConfig::MiniXception { classes, bn_eps } => {
+                TrainNet::MiniXception(TrainableMiniXception::new(vb, *classes, *bn_eps)?)
+            }
+        })
+    }
+
+    /// A short name for the model, e.g. `vgg 16-32-64-128`.
+    fn label(&self) -> String {
+        match self {
+            NetConfig::Vgg(c) => format!(
+                "vgg {}",
+                c.widths
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join("-")
+            ),
+            NetConfig::MiniXception { .. } => "mini-Xception".into(),
+        }
+    }
+}
+
+/// A network being trained.
+enum TrainNet {
+    Vgg(Vgg),
+    MiniXception(TrainableMiniXception),
+}
+
+impl TrainNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            TrainNet::Vgg(m) => m.forward_t(x, train),
+            TrainNet::MiniXception(m) => m.forward_t(x, train),
+        }
+    }
+
+    fn num_blocks(&self) -> usize {
+        match self {
+            TrainNet::Vgg(m) => m.num_blocks(),
+            TrainNet::MiniXception(m) => m.num_blocks(),
+        }
+    }
+
+    fn freeze(&mut self, n: usize) {
+        match self {
+            TrainNet::Vgg(m) => m.freeze(n),
+            TrainNet::MiniXception(m) => m.freeze(n),
+        }
+    }
+
+    /// Tensor-name prefixes of the first `n` blocks.
+    fn frozen_prefixes(&self, n: usize) -> Vec<String> {
+        match self {
+            TrainNet::Vgg(_) => (1..=n).map(|i| format!("block{i}.")).collect(),
+            TrainNet::MiniXception(_) => TrainableMiniXception::PARTS[..n]
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    pub net: VggConfig,
+    pub net: NetConfig,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -281,7 +395,7 @@ pub fn train(
         ));
     }
     let dev = Device::Cpu;
-    let classes: Vec<Emotion> = Emotion::ALL[..cfg.net.classes.min(Emotion::COUNT)].to_vec();
+    let classes: Vec<Emotion> = Emotion::ALL[..cfg.net.classes().min(Emotion::COUNT)].to_vec();
     let class_index = |e: Emotion| classes.iter().position(|c| *c == e);
     for (set, name) in [(train_set, "training"), (val_set, "validation")] {
         if let Some(l) = set.labels.iter().find(|l| class_index(**l).is_none()) {
@@ -296,7 +410,7 @@ pub fn train(
     }
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let mut model = Vgg::new(vb, &cfg.net)?;
+    let mut model = cfg.net.build(vb)?;
     if cfg.freeze > model.num_blocks() {
         return Err(invalid(
             "--freeze",
@@ -327,7 +441,7 @@ pub fn train(
     }
 
     // Frozen blocks and batch-norm running statistics are not optimised.
-    let frozen: Vec<String> = (1..=cfg.freeze).map(|i| format!("block{i}.")).collect();
+    let frozen = model.frozen_prefixes(cfg.freeze);
     let trainable: Vec<Var> = {
         let data = varmap
             .data()
@@ -379,7 +493,7 @@ pub fn train(
         .collect();
     let weights = Tensor::new(weights.as_slice(), &dev)?;
 
-    let size = cfg.net.input_size as u32;
+    let size = cfg.net.input_size() as u32;
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let mut rng = Rng::new(cfg.seed.wrapping_add(state.epochs_done as u64 * 7919));
@@ -533,7 +647,7 @@ fn progress_bar(
 
 /// Validation loss and accuracy (inference mode).
 fn evaluate(
-    model: &Vgg,
+    model: &TrainNet,
     set: &LabeledFaces,
     classes: &[Emotion],
     size: u32,
@@ -563,32 +677,42 @@ fn evaluate(
 }
 
 fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> ModelSpec {
-    let mut metadata: HashMap<String, String> = cfg.net.to_metadata();
+    let mut metadata: HashMap<String, String> = match &cfg.net {
+        NetConfig::Vgg(c) => c.to_metadata(),
+        NetConfig::MiniXception { .. } => HashMap::new(),
+    };
     metadata.insert("train_data".into(), cfg.data_description.clone());
     metadata.insert("train_epochs".into(), state.epochs_done.to_string());
     metadata.insert("best_val_acc".into(), format!("{:.4}", state.best_val_acc));
     metadata.insert("best_epoch".into(), state.best_epoch.to_string());
     metadata.insert("train_command".into(), cfg.command.clone());
+    if let Some(init) = &cfg.init {
+        metadata.insert("train_init".into(), init.display().to_string());
+    }
+    let architecture = cfg.net.architecture();
     ModelSpec {
-        architecture: Architecture::Vgg,
-        input_size: cfg.net.input_size as u32,
+        architecture,
+        input_size: cfg.net.input_size() as u32,
         scaling: InputScaling::MinusOneToOne,
         classes: classes.to_vec(),
         name: format!(
-            "emocam vgg {} (val {:.1}%)",
-            cfg.net
-                .widths
-                .iter()
-                .map(|w| w.to_string())
-                .collect::<Vec<_>>()
-                .join("-"),
+            "emocam {}{} (val {:.1}%)",
+            cfg.net.label(),
+            if cfg.init.is_some() {
+                " fine-tuned"
+            } else {
+                ""
+            },
             100.0 * state.best_val_acc
         ),
-        bn_eps: cfg.net.bn_eps,
-        metadata: HashMap::from([(meta::ARCHITECTURE.to_string(), "vgg".to_string())])
-            .into_iter()
-            .chain(metadata)
-            .collect(),
+        bn_eps: cfg.net.bn_eps(),
+        metadata: HashMap::from([(
+            meta::ARCHITECTURE.to_string(),
+            architecture.name().to_string(),
+        )])
+        .into_iter()
+        .chain(metadata)
+        .collect(),
     }
 }
 

@@ -1,0 +1,132 @@
+//! Ensembles: `emocam ensemble` files load like any weights, average their members (each fed at
+//! its own input size), and bad combinations are refused with the file named.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use emocam::model::ensemble::combine;
+use emocam::model::vgg::{Vgg, VggConfig};
+use emocam::model::{Architecture, InputScaling, ModelSpec, weights};
+use emocam::{Classifier, Emotion};
+use image::GrayImage;
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/mini-xception-fer2013.safetensors")
+}
+
+/// A freshly initialised 48x48 VGG with `classes` outputs, saved to `path`.
+fn vgg_file(path: &Path, classes: usize) {
+    let varmap = VarMap::new();
+    let cfg = VggConfig {
+        widths: vec![4, 8],
+        dense: 8,
+        classes,
+        input_size: 48,
+        dropout: 0.0,
+        bn_eps: 1e-5,
+    };
+    Vgg::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap();
+    let spec = ModelSpec {
+        architecture: Architecture::Vgg,
+        input_size: 48,
+        scaling: InputScaling::MinusOneToOne,
+        classes: Emotion::ALL[..classes].to_vec(),
+        name: "tiny vgg".into(),
+        bn_eps: 1e-5,
+        metadata: cfg.to_metadata(),
+    };
+    let tensors: HashMap<_, _> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    weights::save(path, &tensors, spec.to_metadata()).unwrap();
+}
+
+fn faces() -> Vec<GrayImage> {
+    (0..3u32)
+        .map(|k| {
+            GrayImage::from_fn(48, 48, |x, y| {
+                image::Luma([((x * 5 + y * 3 + k * 40) % 256) as u8])
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vgg = dir.path().join("vgg.safetensors");
+    vgg_file(&vgg, 7);
+    let out = dir.path().join("both.safetensors");
+    let spec = combine(&[shipped().as_path(), vgg.as_path()], &out, "both").unwrap();
+    assert_eq!(spec.input_size, 64, "the largest member's input");
+
+    let ens = Classifier::load(&out).unwrap();
+    assert_eq!(ens.spec().architecture, Architecture::Ensemble);
+    assert_eq!(ens.name(), "both");
+    let (a, b) = (
+        Classifier::load(&shipped()).unwrap(),
+        Classifier::load(&vgg).unwrap(),
+    );
+    let faces = faces();
+    let (sa, sb, se) = (
+        a.classify(&faces).unwrap(),
+        b.classify(&faces).unwrap(),
+        ens.classify(&faces).unwrap(),
+    );
+    for i in 0..faces.len() {
+        for k in 0..Emotion::COUNT {
+            let mean = (sa[i].0[k] + sb[i].0[k]) / 2.0;
+            assert!((se[i].0[k] - mean).abs() < 1e-5, "face {i} class {k}");
+        }
+    }
+    // Flip TTA works on ensembles too.
+    assert_eq!(ens.classify_tta(&faces).unwrap().len(), 3);
+}
+
+#[test]
+fn bad_combinations_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let three = dir.path().join("three.safetensors");
+    vgg_file(&three, 3);
+    let out = dir.path().join("bad.safetensors");
+    let e = combine(&[shipped().as_path(), three.as_path()], &out, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("three.safetensors") && e.contains("classes"),
+        "{e}"
+    );
+
+    let e = combine(&[shipped().as_path()], &out, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected 2 to"), "{e}");
+
+    let broken = dir.path().join("broken.safetensors");
+    std::fs::write(&broken, b"not weights").unwrap();
+    let e = combine(&[shipped().as_path(), broken.as_path()], &out, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broken.safetensors"), "{e}");
+
+    let pair = dir.path().join("pair.safetensors");
+    combine(&[shipped().as_path(), shipped().as_path()], &pair, "pair").unwrap();
+    let e = combine(&[pair.as_path(), shipped().as_path()], &out, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("pair.safetensors") && e.contains("ensemble"),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing written for a refused combination");
+}
