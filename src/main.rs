@@ -157,7 +157,7 @@ struct TrainArgs {
     #[arg(long, default_value = "16,32,64,128")]
     widths: String,
     /// Width of the hidden dense layer.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     dense: usize,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
@@ -171,16 +171,19 @@ struct TrainArgs {
     momentum: f64,
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 0.25)]
+    /// Dropout after each VGG block and the hidden layer (training only). From scratch on
+    /// FER2013, 0 with augmentation learned fastest; 0.25 everywhere barely learned.
+    #[arg(long, default_value_t = 0.0)]
     dropout: f32,
     #[arg(long, value_enum, default_value_t = LossArg::Ce)]
     loss: LossArg,
     /// Epochs of learning-rate warm-up before the cosine decay.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Do not weight classes by inverse frequency.
+    /// Weight classes by inverse frequency: the rare 'disgust' gains recall, overall accuracy
+    /// drops.
     #[arg(long)]
-    no_class_weights: bool,
+    class_weights: bool,
     /// Train without augmentation (flip, shift, rotation, brightness/contrast).
     #[arg(long)]
     no_augment: bool,
@@ -513,7 +516,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             LossArg::Mse => LossKind::Mse,
         },
         warmup_epochs: a.warmup,
-        class_weighting: !a.no_class_weights,
+        class_weighting: a.class_weights,
         augment: (!a.no_augment).then(Augment::default),
         init: a.init,
         freeze: a.freeze,

@@ -646,26 +646,33 @@ impl CustomOp2 for MaxPoolSameGrad {
         let xs = f32_slice(s1, l1, self.name())?;
         let dys = f32_slice(s2, l2, self.name())?;
         let mut out = vec![0f32; xs.len()];
+        let cols: Vec<(usize, usize)> = (0..wo)
+            .map(|ox| {
+                let x0 = (ox * 2).saturating_sub(left);
+                (x0, (ox * 2 + 3 - left).min(w))
+            })
+            .collect();
         for ((plane, dy), o) in xs
             .chunks_exact(h * w)
             .zip(dys.chunks_exact(ho * wo))
             .zip(out.chunks_exact_mut(h * w))
         {
-            for oy in 0..ho {
+            for (oy, dyrow) in dy.chunks_exact(wo).enumerate() {
                 let y0 = (oy * 2).saturating_sub(top);
                 let y1 = (oy * 2 + 3 - top).min(h);
-                for ox in 0..wo {
-                    let x0 = (ox * 2).saturating_sub(left);
-                    let x1 = (ox * 2 + 3 - left).min(w);
-                    let mut best = y0 * w + x0;
-                    for y in y0..y1 {
-                        for x in x0..x1 {
-                            if plane[y * w + x] > plane[best] {
-                                best = y * w + x;
+                let rows = &plane[y0 * w..y1 * w];
+                for (&(x0, x1), &g) in cols.iter().zip(dyrow) {
+                    // First largest in row-major order, as the forward pass's maximum.
+                    let (mut best, mut at) = (f32::NEG_INFINITY, y0 * w + x0);
+                    for (ry, r) in rows.chunks_exact(w).enumerate() {
+                        for (x, &v) in r[x0..x1].iter().enumerate() {
+                            if v > best {
+                                best = v;
+                                at = (y0 + ry) * w + x0 + x;
                             }
                         }
                     }
-                    o[best] += dy[oy * wo + ox];
+                    o[at] += g;
                 }
             }
         }
@@ -1034,13 +1041,131 @@ pub fn batch_norm_train(
     Ok((y, s))
 }
 
-/// Per-row mean, biased variance and `1/sqrt(var + eps)`.
+/// Per-row mean, biased variance and `1/sqrt(var + eps)`, in one pass: sums of `row - row[0]`
+/// (shifted, so a large mean does not cancel the variance away) in f32 lanes per block of 4096
+/// and in f64 across blocks.
 fn row_stats(row: &[f32], eps: f64) -> (f32, f32, f32) {
     let n = row.len().max(1) as f64;
-    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean as f32, var as f32, (1.0 / (var + eps).sqrt()) as f32)
+    let pivot = row.first().copied().unwrap_or(0.0);
+    let (mut s, mut q) = (0f64, 0f64);
+    let mut out = [0f32; 2];
+    for block in row.chunks(4096) {
+        shifted_sums(block, pivot, &mut out);
+        s += out[0] as f64;
+        q += out[1] as f64;
+    }
+    let m = s / n;
+    let var = (q / n - m * m).max(0.0);
+    (
+        (pivot as f64 + m) as f32,
+        var as f32,
+        (1.0 / (var + eps).sqrt()) as f32,
+    )
 }
+
+/// `out = [sum(v - pivot), sum((v - pivot)^2)]` over `block`.
+#[inline(always)]
+fn shifted_sums_generic<const FMA: bool>(block: &[f32], pivot: f32, out: &mut [f32; 2]) {
+    const L: usize = 8;
+    let (mut s, mut q) = ([0f32; L], [0f32; L]);
+    let chunks = block.chunks_exact(L);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for j in 0..L {
+            let d = c[j] - pivot;
+            s[j] += d;
+            q[j] = madd::<FMA>(d, d, q[j]);
+        }
+    }
+    let (mut ts, mut tq) = (s.iter().sum::<f32>(), q.iter().sum::<f32>());
+    for &v in rem {
+        let d = v - pivot;
+        ts += d;
+        tq += d * d;
+    }
+    *out = [ts, tq];
+}
+
+/// Append `row * scale + shift` (then ReLU if asked) to `out`.
+#[inline(always)]
+fn bn_apply_generic<const FMA: bool>(
+    row: &[f32],
+    scale: f32,
+    shift: f32,
+    relu: bool,
+    out: &mut Vec<f32>,
+) {
+    if relu {
+        out.extend(row.iter().map(|&v| madd::<FMA>(v, scale, shift).max(0.0)));
+    } else {
+        out.extend(row.iter().map(|&v| madd::<FMA>(v, scale, shift)));
+    }
+}
+
+/// First backward pass of one channel: `dx = dy` masked by the ReLU (if any), and returns
+/// `[sum(dx), sum(dx * xhat)]` in `sums`.
+#[inline(always)]
+fn bn_grad_pass1_generic<const FMA: bool>(
+    row: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    (mean, inv, g, b): (f32, f32, f32, f32),
+    relu: bool,
+    sums: &mut [f32; 2],
+) {
+    const L: usize = 8;
+    let (mut sg, mut sgx) = ([0f32; L], [0f32; L]);
+    // Without a ReLU every element passes: a threshold nothing reaches.
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    let chunks = row
+        .chunks_exact(L)
+        .zip(dy.chunks_exact(L))
+        .zip(dx.chunks_exact_mut(L));
+    for ((r, d), o) in chunks {
+        for j in 0..L {
+            let xhat = (r[j] - mean) * inv;
+            // A multiply by the 0/1 mask, not a branch: the ReLU pattern is unpredictable.
+            let gi = d[j] * f32::from(u8::from(madd::<FMA>(g, xhat, b) > floor));
+            o[j] = gi;
+            sg[j] += gi;
+            sgx[j] = madd::<FMA>(gi, xhat, sgx[j]);
+        }
+    }
+    let (mut a, mut c) = (sg.iter().sum::<f32>(), sgx.iter().sum::<f32>());
+    let whole = row.len() / L * L;
+    for i in whole..row.len() {
+        let xhat = (row[i] - mean) * inv;
+        let gi = if madd::<FMA>(g, xhat, b) > floor {
+            dy[i]
+        } else {
+            0.0
+        };
+        dx[i] = gi;
+        a += gi;
+        c += gi * xhat;
+    }
+    *sums = [a, c];
+}
+
+/// Second backward pass: `dx = k * (n * dx - sum_g - xhat * sum_gx)`.
+#[inline(always)]
+fn bn_grad_pass2_generic<const FMA: bool>(
+    row: &[f32],
+    dx: &mut [f32],
+    (mean, inv, k): (f32, f32, f32),
+    (sum_g, sum_gx): (f32, f32),
+) {
+    let n = row.len() as f32;
+    for (d, &v) in dx.iter_mut().zip(row) {
+        let xhat = (v - mean) * inv;
+        *d = k * (n * *d - sum_g - xhat * sum_gx);
+    }
+}
+
+with_avx2!(shifted_sums, shifted_sums_generic, (block: &[f32], pivot: f32, out: &mut [f32; 2]));
+with_avx2!(bn_apply, bn_apply_generic, (row: &[f32], scale: f32, shift: f32, relu: bool, out: &mut Vec<f32>));
+with_avx2!(bn_grad_pass1, bn_grad_pass1_generic, (row: &[f32], dy: &[f32], dx: &mut [f32], p: (f32, f32, f32, f32), relu: bool, sums: &mut [f32; 2]));
+with_avx2!(bn_grad_pass2, bn_grad_pass2_generic, (row: &[f32], dx: &mut [f32], p: (f32, f32, f32), s: (f32, f32)));
 
 struct BnRelu {
     eps: f64,
@@ -1080,11 +1205,7 @@ impl candle_core::CustomOp3 for BnRelu {
         for (ch, row) in xs.chunks_exact(cols).enumerate() {
             let (mean, var, inv) = row_stats(row, self.eps);
             let (scale, shift) = (g[ch] * inv, b[ch] - mean * g[ch] * inv);
-            if self.relu {
-                out.extend(row.iter().map(|&v| (v * scale + shift).max(0.0)));
-            } else {
-                out.extend(row.iter().map(|&v| v * scale + shift));
-            }
+            bn_apply(row, scale, shift, self.relu, &mut out);
             means.push(mean);
             vars.push(var);
         }
@@ -1158,27 +1279,11 @@ impl candle_core::CustomOp3 for BnReluGrad {
             let dx = &mut dx_all[ch * cols..][..cols];
             let (mean, _, inv) = row_stats(row, self.eps);
             let (g, b) = (gs[ch], bs[ch]);
-            // dx holds the gradient through the ReLU for now.
-            let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-            for ((d, &v), &up) in dx.iter_mut().zip(row).zip(dy) {
-                let xhat = (v - mean) * inv;
-                let gi = if !self.relu || g * xhat + b > 0.0 {
-                    up
-                } else {
-                    0.0
-                };
-                *d = gi;
-                sum_g += gi as f64;
-                sum_gx += (gi * xhat) as f64;
-            }
-            dgamma[ch] = sum_gx as f32;
-            dbeta[ch] = sum_g as f32;
-            let k = g * inv / n;
-            let (sg, sgx) = (sum_g as f32, sum_gx as f32);
-            for (d, &v) in dx.iter_mut().zip(row) {
-                let xhat = (v - mean) * inv;
-                *d = k * (n * *d - sg - xhat * sgx);
-            }
+            let mut sums = [0f32; 2];
+            bn_grad_pass1(row, dy, dx, (mean, inv, g, b), self.relu, &mut sums);
+            dgamma[ch] = sums[1];
+            dbeta[ch] = sums[0];
+            bn_grad_pass2(row, dx, (mean, inv, g * inv / n), (sums[0], sums[1]));
         }
         Ok((CpuStorage::F32(out), Shape::from(c * cols + 2 * c)))
     }

@@ -627,6 +627,46 @@ pub fn train(
     })
 }
 
+/// One training step (forward, backward, AdamW) of `net` on a fixed batch of `batch` random
+/// faces, for benchmarks: returns the closure to time.
+pub fn bench_step(
+    net: &NetConfig,
+    batch: usize,
+) -> Result<impl FnMut() -> candle_core::Result<()> + use<>> {
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let model = net.build(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let vars: Vec<Var> = {
+        let data = varmap.data().lock().map_err(|_| Error::InvalidInput {
+            what: "model".into(),
+            reason: "poisoned variable map".into(),
+        })?;
+        data.iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut opt = Opt::AdamW(candle_nn::AdamW::new(
+        vars,
+        candle_nn::ParamsAdamW {
+            lr: 1e-3,
+            ..Default::default()
+        },
+    )?);
+    let s = net.input_size();
+    let x = Tensor::rand(-1f32, 1.0, (batch, 1, s, s), &dev)?;
+    let labels: Vec<u32> = (0..batch as u32)
+        .map(|i| i % net.classes() as u32)
+        .collect();
+    let y = Tensor::new(labels.as_slice(), &dev)?;
+    let weights = Tensor::ones(net.classes(), DType::F32, &dev)?;
+    Ok(move || {
+        let logits = model.forward_t(&x, true)?;
+        let loss = loss_fn(LossKind::CrossEntropy, &logits, &y, &weights)?;
+        opt.backward_step(&loss)
+    })
+}
+
 fn progress_bar(
     show: bool,
     len: u64,

@@ -1,0 +1,36 @@
+//! Training speed: one step (forward, backward, AdamW) on a batch of 32 random faces, for each
+//! architecture `emocam train` trains; criterion reports images per second.
+//! `cargo bench --bench train`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use emocam::model::vgg::VggConfig;
+use emocam::train::{NetConfig, bench_step};
+
+fn train_step(c: &mut Criterion) {
+    emocam::model::init_cpu_runtime();
+    let batch = 32;
+    let nets = [
+        ("mini_xception_64", NetConfig::mini_xception(7)),
+        (
+            "vgg_16-32-64-128_48",
+            NetConfig::Vgg(VggConfig {
+                dense: 256,
+                dropout: 0.0,
+                ..VggConfig::half_width(7)
+            }),
+        ),
+    ];
+    let mut g = c.benchmark_group("train_step");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(batch as u64));
+    for (name, net) in nets {
+        let mut step = bench_step(&net, batch).expect("net builds");
+        g.bench_function(BenchmarkId::new(name, batch), |b| {
+            b.iter(|| step().expect("training step"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);
