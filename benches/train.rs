@@ -1,5 +1,6 @@
 //! Training speed: one step (forward, backward, AdamW) on a batch of 32 random faces, for each
-//! architecture `emocam train` trains; criterion reports images per second.
+//! architecture `emocam train` trains, on one thread and split over two; criterion reports
+//! images per second.
 //! `cargo bench --bench train`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -24,10 +25,12 @@ fn train_step(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Elements(batch as u64));
     for (name, net) in nets {
-        let mut step = bench_step(&net, batch).expect("net builds");
-        g.bench_function(BenchmarkId::new(name, batch), |b| {
-            b.iter(|| step().expect("training step"))
-        });
+        for threads in [1, 2] {
+            let mut step = bench_step(&net, batch, threads).expect("net builds");
+            g.bench_function(BenchmarkId::new(name, format!("{threads}-thread")), |b| {
+                b.iter(|| step().expect("training step"))
+            });
+        }
     }
     g.finish();
 }

@@ -201,6 +201,9 @@ struct TrainArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Threads per training step, each on a slice of the batch (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Continue an interrupted run from <out>.last.safetensors.
     #[arg(long)]
     resume: bool,
@@ -524,6 +527,9 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         out: a.out,
         seed: a.seed,
         resume: a.resume,
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         data_description: format!(

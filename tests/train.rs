@@ -60,6 +60,7 @@ fn config(out: std::path::PathBuf) -> TrainConfig {
         out,
         seed: 3,
         resume: false,
+        threads: 1,
         progress: false,
         command: "test".into(),
         data_description: "generated bands".into(),
@@ -183,6 +184,8 @@ fn mini_xception_fine_tunes_from_the_shipped_weights() {
     cfg.lr = 5e-3;
     cfg.init = Some(shipped.clone());
     cfg.freeze = 2;
+    // Data-parallel steps: two workers share each batch.
+    cfg.threads = 2;
     let summary = train(&tr, &val, &cfg).unwrap();
     let h = &summary.history;
     println!("{h:#?}");

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
@@ -224,6 +225,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Continue from `<out>.last.safetensors` and `<out>.state.json`.
     pub resume: bool,
+    /// Threads per step: each takes a slice of the batch (with its own batch-norm
+    /// statistics). One thread per core nearly doubles throughput on two cores.
+    pub threads: usize,
     /// Shown progress bars.
     pub progress: bool,
     /// The command line, recorded in the weights metadata.
@@ -321,13 +325,92 @@ impl Opt {
         }
     }
 
-    fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
-        let grads = loss.backward()?;
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         match self {
-            Opt::Sgd(s) => s.step(&grads),
-            Opt::AdamW(a) => a.step(&grads),
+            Opt::Sgd(s) => s.step(grads),
+            Opt::AdamW(a) => a.step(grads),
         }
     }
+}
+
+/// Forward and backward passes over one batch, split into `threads` parts that run on their
+/// own threads (data-parallel: each part normalises with its own batch statistics). Returns
+/// the mean loss, the predicted classes and the gradients of `vars` averaged over the parts.
+#[allow(clippy::too_many_arguments)]
+fn forward_backward(
+    model: &TrainNet,
+    imgs: &[&image::GrayImage],
+    labels: &[u32],
+    size: u32,
+    loss_kind: LossKind,
+    weights: &Tensor,
+    vars: &[Var],
+    threads: usize,
+) -> candle_core::Result<(f64, Vec<u32>, GradStore)> {
+    let dev = Device::Cpu;
+    let part = |imgs: &[&image::GrayImage], labels: &[u32]| {
+        let x = batch(imgs, size, &dev)?;
+        let y = Tensor::new(labels, &dev)?;
+        let logits = model.forward_t(&x, true)?;
+        let loss = loss_fn(loss_kind, &logits, &y, weights)?;
+        let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        Ok::<_, candle_core::Error>((loss.to_scalar::<f32>()? as f64, pred, loss.backward()?))
+    };
+    let parts = threads.clamp(1, imgs.len().max(1));
+    if parts == 1 {
+        return part(imgs, labels);
+    }
+    let chunk = imgs.len().div_ceil(parts);
+    let results: Vec<candle_core::Result<_>> = std::thread::scope(|s| {
+        let handles: Vec<_> = imgs
+            .chunks(chunk)
+            .zip(labels.chunks(chunk))
+            .enumerate()
+            .map(|(i, (im, lb))| {
+                std::thread::Builder::new()
+                    .name(format!("train-worker-{i}"))
+                    .spawn_scoped(s, move || part(im, lb).map(|r| (im.len(), r)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(candle_core::Error::Msg("a training worker panicked".into()))
+                }),
+                Err(e) => Err(candle_core::Error::Msg(format!(
+                    "cannot start a training worker: {e}"
+                ))),
+            })
+            .collect()
+    });
+    let mut done = Vec::with_capacity(results.len());
+    for r in results {
+        done.push(r?);
+    }
+    let n: usize = done.iter().map(|(len, _)| len).sum();
+    let loss = done
+        .iter()
+        .map(|(len, (l, _, _))| l * *len as f64)
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let pred: Vec<u32> = done.iter().flat_map(|(_, (_, p, _))| p.clone()).collect();
+    let mut stores: Vec<GradStore> = done.into_iter().map(|(_, (_, _, g))| g).collect();
+    let mut grads = stores.remove(0);
+    let k = (stores.len() + 1) as f64;
+    for v in vars {
+        let mut sum = match grads.remove(v) {
+            Some(g) => g,
+            None => continue,
+        };
+        for other in &stores {
+            if let Some(g) = other.get(v) {
+                sum = (sum + g)?;
+            }
+        }
+        grads.insert(v, (sum / k)?);
+    }
+    Ok((loss, pred, grads))
 }
 
 /// Stack faces into `(N, 1, S, S)` with the training scaling ([-1, 1]).
@@ -456,7 +539,7 @@ pub fn train(
     };
     let mut opt = match cfg.optimizer {
         OptimizerKind::AdamW => Opt::AdamW(candle_nn::AdamW::new(
-            trainable,
+            trainable.clone(),
             candle_nn::ParamsAdamW {
                 lr: cfg.lr,
                 weight_decay: cfg.weight_decay,
@@ -469,7 +552,7 @@ pub fn train(
                 .map(|v| v.as_tensor().zeros_like())
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Opt::Sgd(Sgd {
-                vars: trainable,
+                vars: trainable.clone(),
                 velocity,
                 lr: cfg.lr,
                 momentum: cfg.momentum,
@@ -540,14 +623,19 @@ pub fn train(
                 .iter()
                 .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
                 .collect();
-            let x = batch(&imgs, size, &dev)?;
-            let y = Tensor::new(labels.as_slice(), &dev)?;
-            let logits = model.forward_t(&x, true)?;
-            let loss = loss_fn(cfg.loss, &logits, &y, &weights)?;
-            opt.backward_step(&loss)?;
-            let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+            let (loss, pred, grads) = forward_backward(
+                &model,
+                &imgs,
+                &labels,
+                size,
+                cfg.loss,
+                &weights,
+                &trainable,
+                cfg.threads,
+            )?;
+            opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
-            loss_sum += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
+            loss_sum += loss * idx.len() as f64;
             seen += idx.len();
             if let Some(bar) = &bar {
                 bar.inc(idx.len() as u64);
@@ -628,10 +716,11 @@ pub fn train(
 }
 
 /// One training step (forward, backward, AdamW) of `net` on a fixed batch of `batch` random
-/// faces, for benchmarks: returns the closure to time.
+/// faces split over `threads` workers, for benchmarks: returns the closure to time.
 pub fn bench_step(
     net: &NetConfig,
     batch: usize,
+    threads: usize,
 ) -> Result<impl FnMut() -> candle_core::Result<()> + use<>> {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
@@ -647,23 +736,36 @@ pub fn bench_step(
             .collect()
     };
     let mut opt = Opt::AdamW(candle_nn::AdamW::new(
-        vars,
+        vars.clone(),
         candle_nn::ParamsAdamW {
             lr: 1e-3,
             ..Default::default()
         },
     )?);
-    let s = net.input_size();
-    let x = Tensor::rand(-1f32, 1.0, (batch, 1, s, s), &dev)?;
+    let s = net.input_size() as u32;
+    let mut rng = Rng::new(1);
+    let images: Vec<image::GrayImage> = (0..batch)
+        .map(|_| {
+            image::GrayImage::from_fn(s, s, |_, _| image::Luma([(rng.next_u64() >> 56) as u8]))
+        })
+        .collect();
     let labels: Vec<u32> = (0..batch as u32)
         .map(|i| i % net.classes() as u32)
         .collect();
-    let y = Tensor::new(labels.as_slice(), &dev)?;
     let weights = Tensor::ones(net.classes(), DType::F32, &dev)?;
     Ok(move || {
-        let logits = model.forward_t(&x, true)?;
-        let loss = loss_fn(LossKind::CrossEntropy, &logits, &y, &weights)?;
-        opt.backward_step(&loss)
+        let refs: Vec<&image::GrayImage> = images.iter().collect();
+        let (_, _, grads) = forward_backward(
+            &model,
+            &refs,
+            &labels,
+            s,
+            LossKind::CrossEntropy,
+            &weights,
+            &vars,
+            threads,
+        )?;
+        opt.step(&grads)
     })
 }
 
