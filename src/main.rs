@@ -153,12 +153,12 @@ struct TrainArgs {
     /// Architecture: `vgg` (widths below) or `mini_xception` (the shipped model's, 64x64).
     #[arg(long, default_value = "vgg")]
     arch: String,
-    /// Channels of each VGG block.
-    #[arg(long, default_value = "16,32,64,128")]
-    widths: String,
-    /// Width of the hidden dense layer.
-    #[arg(long, default_value_t = 256)]
-    dense: usize,
+    /// Channels of each VGG block [default: 16,32,64,128].
+    #[arg(long)]
+    widths: Option<String>,
+    /// Width of the VGG's hidden dense layer [default: 256].
+    #[arg(long)]
+    dense: Option<usize>,
     #[arg(long, default_value_t = 30)]
     epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -171,10 +171,10 @@ struct TrainArgs {
     momentum: f64,
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
-    /// Dropout after each VGG block and the hidden layer (training only). From scratch on
-    /// FER2013, 0 with augmentation learned fastest; 0.25 everywhere barely learned.
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f32,
+    /// Dropout after each VGG block and the hidden layer (training only) [default: 0]. From
+    /// scratch on FER2013, 0 with augmentation learned fastest; 0.25 everywhere barely learned.
+    #[arg(long)]
+    dropout: Option<f32>,
     #[arg(long, value_enum, default_value_t = LossArg::Ce)]
     loss: LossArg,
     /// Epochs of learning-rate warm-up before the cosine decay.
@@ -196,12 +196,14 @@ struct TrainArgs {
     /// Stop after this many epochs without a better validation accuracy (0: never).
     #[arg(long, default_value_t = 8)]
     patience: usize,
-    /// Output weights (the best epoch); log, last checkpoint and state go beside it.
-    #[arg(long, default_value = "emocam-vgg.safetensors")]
-    out: PathBuf,
+    /// Output weights (the best epoch); log, last checkpoint and state go beside it
+    /// [default: emocam-<arch>.safetensors].
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads per training step, each on a slice of the batch (default: one per core).
+    /// Threads per training step, each on a slice of at least 16 faces of the batch
+    /// [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
     /// Continue an interrupted run from <out>.last.safetensors.
@@ -473,28 +475,50 @@ fn load_split(path: &Path, usage: &str) -> Result<dataset::LabeledFaces> {
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
     use emocam::model::vgg::VggConfig;
     use emocam::train::{Augment, LossKind, NetConfig, OptimizerKind, TrainConfig};
-    let widths = a
-        .widths
-        .split(',')
-        .map(|w| w.trim().parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .with_context(|| {
-            format!(
-                "--widths {:?}: expected comma-separated channel counts",
-                a.widths
-            )
-        })?;
     let net = match a.arch.as_str() {
         "vgg" => {
             let mut c = VggConfig::half_width(emocam::Emotion::COUNT);
-            c.widths = widths;
-            c.dense = a.dense;
-            c.dropout = a.dropout;
+            c.dense = 256;
+            c.dropout = 0.0;
+            if let Some(w) = &a.widths {
+                c.widths = w
+                    .split(',')
+                    .map(|w| w.trim().parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .with_context(|| {
+                        format!("--widths {w:?}: expected comma-separated channel counts")
+                    })?;
+            }
+            c.dense = a.dense.unwrap_or(c.dense);
+            c.dropout = a.dropout.unwrap_or(c.dropout);
             NetConfig::Vgg(c)
         }
-        "mini_xception" => NetConfig::mini_xception(emocam::Emotion::COUNT),
+        "mini_xception" => {
+            if a.widths.is_some() || a.dense.is_some() || a.dropout.is_some() {
+                anyhow::bail!(
+                    "--widths, --dense and --dropout shape the vgg; mini_xception has a fixed shape"
+                );
+            }
+            // Fine-tuning keeps the batch-norm epsilon the weights were trained with.
+            let bn_eps = match &a.init {
+                Some(p) => emocam::model::WeightsFile::read(p)?.spec.bn_eps,
+                None => 1e-3,
+            };
+            NetConfig::MiniXception {
+                classes: emocam::Emotion::COUNT,
+                bn_eps,
+            }
+        }
         other => anyhow::bail!("--arch {other}: expected `vgg` or `mini_xception`"),
     };
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("emocam-{}.safetensors", a.arch.replace('_', "-")))
+    });
+    // Each worker needs enough faces for meaningful batch statistics.
+    let threads = a.threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.min(a.batch_size / 16).max(1)
+    });
     let train_set = load_split(&a.data, &a.data_usage)?;
     let val_set = load_split(&a.val, &a.val_usage)?;
     eprintln!(
@@ -524,12 +548,10 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         init: a.init,
         freeze: a.freeze,
         patience: a.patience,
-        out: a.out,
+        out,
         seed: a.seed,
         resume: a.resume,
-        threads: a
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads,
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         data_description: format!(

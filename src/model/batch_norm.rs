@@ -1,6 +1,8 @@
 //! Trainable batch norm for channel-major activations, shared by the nets that `emocam train`
 //! trains.
 
+use std::sync::Mutex;
+
 use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
@@ -9,17 +11,23 @@ use super::ops::batch_norm_train;
 /// Weight of the current batch in the running statistics.
 pub const BN_MOMENTUM: f64 = 0.1;
 
+/// Per-channel means and biased variances of one training pass, and its element count.
+type PartStats = (Vec<f32>, Vec<f32>, usize);
+
 /// Batch norm for activations laid out `(C, cols)`: statistics per row (channel).
 ///
-/// Training normalises with the batch statistics and updates the running ones (momentum 0.1,
-/// unbiased variance, as PyTorch); inference uses the running statistics. Tensor names:
-/// `weight`, `bias`, `running_mean`, `running_var`.
+/// Training normalises with the batch statistics, which [`BatchNorm2d::commit_stats`] then
+/// folds into the running ones (momentum 0.1, unbiased variance, as PyTorch); inference uses
+/// the running statistics. Tensor names: `weight`, `bias`, `running_mean`, `running_var`.
 pub struct BatchNorm2d {
     weight: Tensor,
     bias: Tensor,
     running_mean: Var,
     running_var: Var,
     eps: f64,
+    /// Batch statistics `(means, biased variances, count)` of the training passes since the
+    /// last commit: one per worker when a batch is split over threads.
+    pending: Mutex<Vec<PartStats>>,
 }
 
 impl BatchNorm2d {
@@ -39,6 +47,7 @@ impl BatchNorm2d {
                 Init::Const(1.0),
             )?)?,
             eps,
+            pending: Mutex::new(Vec::new()),
         })
     }
 
@@ -48,17 +57,58 @@ impl BatchNorm2d {
             let y = self.forward_eval(x)?;
             return if relu { y.relu() } else { Ok(y) };
         }
-        let n = x.dim(1)? as f64;
         let (y, (means, vars)) = batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
-        let dev = x.device();
-        let m = BN_MOMENTUM;
-        let mean = Tensor::new(means.as_slice(), dev)?;
-        let unbiased = (Tensor::new(vars.as_slice(), dev)? * (n / (n - 1.0).max(1.0)))?;
-        self.running_mean
-            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        self.pending
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned batch-norm statistics".into()))?
+            .push((means, vars, x.dim(1)?));
         Ok(y)
+    }
+
+    /// Fold the batch statistics of the training passes since the last call into the running
+    /// ones, as one update: parts of a batch are pooled (in a fixed order, so a split batch
+    /// gives the same running statistics on every run).
+    pub fn commit_stats(&self) -> Result<()> {
+        let mut parts = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned batch-norm statistics".into()))?,
+        );
+        if parts.is_empty() {
+            return Ok(());
+        }
+        parts.sort_by(|a, b| {
+            (a.2, a.0.first().map(|v| v.to_bits())).cmp(&(b.2, b.0.first().map(|v| v.to_bits())))
+        });
+        let c = parts[0].0.len();
+        let total: usize = parts.iter().map(|p| p.2).sum();
+        let nt = total as f64;
+        let (mut mean, mut var) = (vec![0f32; c], vec![0f32; c]);
+        for ch in 0..c {
+            let m = parts
+                .iter()
+                .map(|(ms, _, n)| ms[ch] as f64 * *n as f64)
+                .sum::<f64>()
+                / nt;
+            // Pooled biased variance: within-part variance plus the spread of the part means.
+            let v = parts
+                .iter()
+                .map(|(ms, vs, n)| *n as f64 * (vs[ch] as f64 + (ms[ch] as f64 - m).powi(2)))
+                .sum::<f64>()
+                / nt;
+            mean[ch] = m as f32;
+            var[ch] = (v * nt / (nt - 1.0).max(1.0)) as f32;
+        }
+        let dev = self.running_mean.device();
+        let k = BN_MOMENTUM;
+        let mean = Tensor::new(mean.as_slice(), dev)?;
+        let unbiased = Tensor::new(var.as_slice(), dev)?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - k))? + (mean * k)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - k))? + (unbiased * k)?)?)?;
+        Ok(())
     }
 
     /// Inference: normalise with the running statistics.
@@ -106,10 +156,9 @@ mod tests {
         let rows = x.transpose(0, 1)?.contiguous()?.reshape((3, 100))?;
         for relu in [true, false] {
             for train in [true, false] {
-                let a = ours
-                    .forward_t(&rows, train, relu)?
-                    .reshape((3, 4, 5, 5))?
-                    .transpose(0, 1)?;
+                let a = ours.forward_t(&rows, train, relu)?;
+                ours.commit_stats()?;
+                let a = a.reshape((3, 4, 5, 5))?.transpose(0, 1)?;
                 let b = theirs.forward_t(&x, train)?;
                 let b = if relu { b.relu()? } else { b };
                 let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;

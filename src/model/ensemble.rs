@@ -57,7 +57,8 @@ pub fn member_specs(spec: &ModelSpec) -> std::result::Result<Vec<ModelSpec>, Str
 }
 
 /// Combine the weights files `members` into one ensemble file at `out`, named `name`. Every
-/// member is loaded and checked first; they must share their classes and not be ensembles.
+/// member is loaded and checked first; they must share their classes (in the same order) and
+/// not be ensembles.
 pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
     if !(2..=MAX_MEMBERS).contains(&members.len()) {
         return Err(Error::InvalidInput {
@@ -118,8 +119,17 @@ pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
         bn_eps: Architecture::Ensemble.default_bn_eps(),
         metadata,
     };
-    weights::save(out, &tensors, spec.to_metadata())?;
-    // Read back what was written, so a broken file is caught here and not in the app.
-    Classifier::load(out)?;
-    Ok(spec)
+    // Written beside the target and checked before it replaces anything there, so a failed
+    // combination never leaves a broken file (or spoils a good one).
+    let name = out
+        .file_name()
+        .map_or_else(|| "ensemble".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = out.with_file_name(format!(".{name}.partial"));
+    let checked = weights::save(&tmp, &tensors, spec.to_metadata())
+        .and_then(|_| Classifier::load(&tmp).map(|_| ()))
+        .and_then(|_| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
+    if checked.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    checked.map(|_| spec)
 }

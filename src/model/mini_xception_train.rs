@@ -179,6 +179,15 @@ impl TrainableMiniXception {
         })
     }
 
+    /// Every batch norm, in order (for [`BatchNorm2d::commit_stats`]).
+    pub fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        let mut v = vec![&self.stem1.bn, &self.stem2.bn];
+        for b in &self.blocks {
+            v.extend([&b.residual.bn, &b.sep1.bn, &b.sep2.bn]);
+        }
+        v
+    }
+
     /// Number of freezable parts (the stem and the four blocks).
     pub fn num_blocks(&self) -> usize {
         Self::PARTS.len()
@@ -204,7 +213,14 @@ impl TrainableMiniXception {
         let y = self.stem1.forward_t(&x.reshape((1, n, h, w))?, part(0))?;
         let mut y = self.stem2.forward_t(&y, part(0))?;
         for (i, b) in self.blocks.iter().enumerate() {
+            if i + 1 == self.frozen {
+                // Nothing before this point trains: no backward pass through it.
+                y = y.detach();
+            }
             y = b.forward_t(&y, part(i + 1))?;
+        }
+        if self.frozen == Self::PARTS.len() {
+            y = y.detach();
         }
         let (_, _, h, w) = y.dims4()?;
         let classes = self.head_weight.dim(0)?;
@@ -241,6 +257,9 @@ mod tests {
         // A few training passes move the running statistics away from (0, 1).
         for _ in 0..3 {
             net.forward_t(&x, true)?;
+            for bn in net.batch_norms() {
+                bn.commit_stats()?;
+            }
         }
         let ours = net.forward_t(&x, false)?;
         let tensors: std::collections::HashMap<String, Tensor> = map

@@ -443,6 +443,8 @@ impl Classifier {
     }
 
     /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`.
+    /// An ensemble has no single input tensor (its members take different sizes) and returns an
+    /// error here: use [`Classifier::classify`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         forward_chunked(&self.net, x)
     }
@@ -471,6 +473,15 @@ impl Classifier {
         for (net, spec) in members {
             let x = preprocess::batch_tensor(faces, spec, &self.device)?;
             let p = forward_chunked(net, &x)?.to_vec2::<f32>()?;
+            if p.len() != faces.len() || p.iter().any(|r| r.len() != self.spec.classes.len()) {
+                return Err(Error::weights(
+                    &self.source,
+                    format!(
+                        "an ensemble member ({}) gives outputs of the wrong shape",
+                        spec.name
+                    ),
+                ));
+            }
             for (acc, row) in sum.iter_mut().zip(&p) {
                 acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
             }

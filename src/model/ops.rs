@@ -1279,11 +1279,22 @@ impl candle_core::CustomOp3 for BnReluGrad {
             let dx = &mut dx_all[ch * cols..][..cols];
             let (mean, _, inv) = row_stats(row, self.eps);
             let (g, b) = (gs[ch], bs[ch]);
+            // f32 lanes within blocks, f64 across them, as in `row_stats`.
+            let (mut sum_g, mut sum_gx) = (0f64, 0f64);
             let mut sums = [0f32; 2];
-            bn_grad_pass1(row, dy, dx, (mean, inv, g, b), self.relu, &mut sums);
-            dgamma[ch] = sums[1];
-            dbeta[ch] = sums[0];
-            bn_grad_pass2(row, dx, (mean, inv, g * inv / n), (sums[0], sums[1]));
+            for ((rb, db), xb) in row
+                .chunks(4096)
+                .zip(dy.chunks(4096))
+                .zip(dx.chunks_mut(4096))
+            {
+                bn_grad_pass1(rb, db, xb, (mean, inv, g, b), self.relu, &mut sums);
+                sum_g += sums[0] as f64;
+                sum_gx += sums[1] as f64;
+            }
+            let (sum_g, sum_gx) = (sum_g as f32, sum_gx as f32);
+            dgamma[ch] = sum_gx;
+            dbeta[ch] = sum_g;
+            bn_grad_pass2(row, dx, (mean, inv, g * inv / n), (sum_g, sum_gx));
         }
         Ok((CpuStorage::F32(out), Shape::from(c * cols + 2 * c)))
     }

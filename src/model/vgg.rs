@@ -171,6 +171,14 @@ impl Vgg {
         })
     }
 
+    /// Every batch norm, in order (for [`BatchNorm2d::commit_stats`]).
+    pub fn batch_norms(&self) -> Vec<&BatchNorm2d> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.c1.bn, &b.c2.bn])
+            .collect()
+    }
+
     /// Number of blocks (what `--freeze N` counts).
     pub fn num_blocks(&self) -> usize {
         self.blocks.len()
@@ -200,6 +208,10 @@ impl Vgg {
             y =
                 b.c2.forward_t(&b.c1.forward_t(&y, train)?, train)?
                     .max_pool2d(2)?;
+            if i + 1 == self.frozen {
+                // Nothing before this point trains: no backward pass through it.
+                y = y.detach();
+            }
             if train && self.dropout > 0.0 {
                 y = candle_nn::ops::dropout(&y, self.dropout)?;
             }

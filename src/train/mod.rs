@@ -170,6 +170,15 @@ impl TrainNet {
         }
     }
 
+    /// Fold the batch statistics gathered by the last training passes into the running ones.
+    fn commit_batch_norm_stats(&self) -> candle_core::Result<()> {
+        let bns = match self {
+            TrainNet::Vgg(m) => m.batch_norms(),
+            TrainNet::MiniXception(m) => m.batch_norms(),
+        };
+        bns.into_iter().try_for_each(|bn| bn.commit_stats())
+    }
+
     fn num_blocks(&self) -> usize {
         match self {
             TrainNet::Vgg(m) => m.num_blocks(),
@@ -335,7 +344,8 @@ impl Opt {
 
 /// Forward and backward passes over one batch, split into `threads` parts that run on their
 /// own threads (data-parallel: each part normalises with its own batch statistics). Returns
-/// the mean loss, the predicted classes and the gradients of `vars` averaged over the parts.
+/// the batch's loss, the predicted classes and the gradients of `vars`; every part divides by
+/// the whole batch's loss denominator, so the parts' gradients sum to the batch's.
 #[allow(clippy::too_many_arguments)]
 fn forward_backward(
     model: &TrainNet,
@@ -348,69 +358,67 @@ fn forward_backward(
     threads: usize,
 ) -> candle_core::Result<(f64, Vec<u32>, GradStore)> {
     let dev = Device::Cpu;
+    let denom = loss_denominator(loss_kind, labels, &weights.to_vec1::<f32>()?);
     let part = |imgs: &[&image::GrayImage], labels: &[u32]| {
         let x = batch(imgs, size, &dev)?;
         let y = Tensor::new(labels, &dev)?;
         let logits = model.forward_t(&x, true)?;
-        let loss = loss_fn(loss_kind, &logits, &y, weights)?;
+        let loss = loss_fn(loss_kind, &logits, &y, weights, Some(denom))?;
         let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
         Ok::<_, candle_core::Error>((loss.to_scalar::<f32>()? as f64, pred, loss.backward()?))
     };
     let parts = threads.clamp(1, imgs.len().max(1));
-    if parts == 1 {
-        return part(imgs, labels);
-    }
-    let chunk = imgs.len().div_ceil(parts);
-    let results: Vec<candle_core::Result<_>> = std::thread::scope(|s| {
-        let handles: Vec<_> = imgs
-            .chunks(chunk)
-            .zip(labels.chunks(chunk))
-            .enumerate()
-            .map(|(i, (im, lb))| {
-                std::thread::Builder::new()
-                    .name(format!("train-worker-{i}"))
-                    .spawn_scoped(s, move || part(im, lb).map(|r| (im.len(), r)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(candle_core::Error::Msg("a training worker panicked".into()))
-                }),
-                Err(e) => Err(candle_core::Error::Msg(format!(
-                    "cannot start a training worker: {e}"
-                ))),
-            })
-            .collect()
-    });
-    let mut done = Vec::with_capacity(results.len());
-    for r in results {
-        done.push(r?);
-    }
-    let n: usize = done.iter().map(|(len, _)| len).sum();
-    let loss = done
-        .iter()
-        .map(|(len, (l, _, _))| l * *len as f64)
-        .sum::<f64>()
-        / n.max(1) as f64;
-    let pred: Vec<u32> = done.iter().flat_map(|(_, (_, p, _))| p.clone()).collect();
-    let mut stores: Vec<GradStore> = done.into_iter().map(|(_, (_, _, g))| g).collect();
-    let mut grads = stores.remove(0);
-    let k = (stores.len() + 1) as f64;
-    for v in vars {
-        let mut sum = match grads.remove(v) {
-            Some(g) => g,
-            None => continue,
-        };
-        for other in &stores {
-            if let Some(g) = other.get(v) {
-                sum = (sum + g)?;
-            }
+    let result = if parts == 1 {
+        part(imgs, labels)
+    } else {
+        let chunk = imgs.len().div_ceil(parts);
+        let results: Vec<candle_core::Result<_>> = std::thread::scope(|s| {
+            let handles: Vec<_> = imgs
+                .chunks(chunk)
+                .zip(labels.chunks(chunk))
+                .enumerate()
+                .map(|(i, (im, lb))| {
+                    std::thread::Builder::new()
+                        .name(format!("train-worker-{i}"))
+                        .spawn_scoped(s, move || part(im, lb))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(candle_core::Error::Msg("a training worker panicked".into()))
+                    }),
+                    Err(e) => Err(candle_core::Error::Msg(format!(
+                        "cannot start a training worker: {e}"
+                    ))),
+                })
+                .collect()
+        });
+        let mut done = Vec::with_capacity(results.len());
+        for r in results {
+            done.push(r?);
         }
-        grads.insert(v, (sum / k)?);
-    }
-    Ok((loss, pred, grads))
+        let loss = done.iter().map(|(l, _, _)| l).sum::<f64>();
+        let pred: Vec<u32> = done.iter().flat_map(|(_, p, _)| p.clone()).collect();
+        let mut stores: Vec<GradStore> = done.into_iter().map(|(_, _, g)| g).collect();
+        let mut grads = stores.remove(0);
+        for v in vars {
+            let Some(mut sum) = grads.remove(v) else {
+                continue;
+            };
+            for other in &stores {
+                if let Some(g) = other.get(v) {
+                    sum = (sum + g)?;
+                }
+            }
+            grads.insert(v, sum);
+        }
+        Ok((loss, pred, grads))
+    };
+    // Batch-norm running statistics: one update from the whole batch, whatever the split.
+    model.commit_batch_norm_stats()?;
+    result
 }
 
 /// Stack faces into `(N, 1, S, S)` with the training scaling ([-1, 1]).
@@ -435,19 +443,38 @@ fn loss_fn(
     logits: &Tensor,
     labels: &Tensor,
     weights: &Tensor,
+    denominator: Option<f64>,
 ) -> candle_core::Result<Tensor> {
     match kind {
         LossKind::CrossEntropy => {
             let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
             let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
             let w = weights.index_select(labels, 0)?;
-            (picked * &w)?.sum_all()?.neg()? / w.sum_all()?.to_scalar::<f32>()? as f64
+            let denom = match denominator {
+                Some(d) => d,
+                None => w.sum_all()?.to_scalar::<f32>()? as f64,
+            };
+            (picked * &w)?.sum_all()?.neg()? / denom
         }
         LossKind::Mse => {
             let p = candle_nn::ops::softmax_last_dim(logits)?;
             let onehot = candle_nn::encoding::one_hot(labels.clone(), logits.dim(1)?, 1f32, 0f32)?;
-            candle_nn::loss::mse(&p, &onehot)
+            let denom = denominator.unwrap_or(logits.elem_count() as f64);
+            (p - onehot)?.sqr()?.sum_all()? / denom
         }
+    }
+}
+
+/// What [`loss_fn`] divides by for a whole batch with these labels: the summed class weights
+/// (cross-entropy) or the number of outputs (MSE). Parts of a batch divide by the whole
+/// batch's figure, so their losses and gradients add up to the whole batch's.
+fn loss_denominator(kind: LossKind, labels: &[u32], class_weights: &[f32]) -> f64 {
+    match kind {
+        LossKind::CrossEntropy => labels
+            .iter()
+            .map(|&l| class_weights.get(l as usize).copied().unwrap_or(1.0) as f64)
+            .sum(),
+        LossKind::Mse => (labels.len() * class_weights.len()) as f64,
     }
 }
 
@@ -807,8 +834,8 @@ fn evaluate(
             .collect();
         let y = Tensor::new(ids.as_slice(), &dev)?;
         let logits = model.forward_t(&x, false)?;
-        loss_sum +=
-            loss_fn(kind, &logits, &y, weights)?.to_scalar::<f32>()? as f64 * imgs.len() as f64;
+        loss_sum += loss_fn(kind, &logits, &y, weights, None)?.to_scalar::<f32>()? as f64
+            * imgs.len() as f64;
         let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
         correct += pred.iter().zip(&ids).filter(|(p, l)| p == l).count();
     }
