@@ -1,4 +1,5 @@
-//! Classification speed of the default model: one face, and a batch of eight.
+//! Classification speed of the default model (an ensemble) and of the borrowed mini-Xception
+//! alone: one face, and a batch of eight.
 //! `cargo bench --bench classify`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -17,16 +18,29 @@ fn faces(n: usize) -> Vec<GrayImage> {
 
 fn classify(c: &mut Criterion) {
     emocam::model::init_cpu_runtime();
-    let clf = Classifier::builtin().expect("built-in weights load");
+    let models = [
+        (
+            "default",
+            Classifier::builtin().expect("built-in weights load"),
+        ),
+        (
+            "mini_xception_64",
+            Classifier::load(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("weights/mini-xception-fer2013.safetensors"),
+            )
+            .expect("shipped mini-Xception loads"),
+        ),
+    ];
     let mut g = c.benchmark_group("classify");
-    for n in [1usize, 8] {
-        let batch = faces(n);
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(
-            BenchmarkId::new("mini_xception_64", n),
-            &batch,
-            |b, batch| b.iter(|| clf.classify(batch).expect("classify")),
-        );
+    for (name, clf) in &models {
+        for n in [1usize, 8] {
+            let batch = faces(n);
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::new(*name, n), &batch, |b, batch| {
+                b.iter(|| clf.classify(batch).expect("classify"))
+            });
+        }
     }
     g.finish();
 }

@@ -90,7 +90,7 @@ fn the_app_shows_faces_with_bars_and_a_status_bar() {
             "{e} bar"
         );
     }
-    h.get_by_label_contains("model: mini-Xception");
+    h.get_by_label_contains("model: emocam");
     h.get_by_label_contains("fps capture");
     h.get_by_label_contains("latency");
 }

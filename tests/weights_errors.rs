@@ -33,9 +33,9 @@ fn write_raw(path: &Path, meta: &HashMap<String, String>, tensors: &[RawTensor])
     std::fs::write(path, out).unwrap();
 }
 
-/// The shipped file's tensors and metadata, to be altered by each case.
+/// The shipped mini-Xception's tensors and metadata, to be altered by each case.
 fn shipped() -> (HashMap<String, String>, Vec<RawTensor>) {
-    let bytes = std::fs::read(common::default_weights()).unwrap();
+    let bytes = std::fs::read(common::mini_xception_weights()).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let tensors = st
@@ -95,7 +95,7 @@ fn not_safetensors() {
 fn truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = tmp(&dir, "cut.safetensors");
-    let bytes = std::fs::read(common::default_weights()).unwrap();
+    let bytes = std::fs::read(common::mini_xception_weights()).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     assert_error(&p, &["truncated"]);
 }

@@ -111,6 +111,16 @@ impl BatchNorm2d {
         Ok(())
     }
 
+    /// The inference form `y = x * scale + shift`: `(scale, shift)`, each `(C)`.
+    pub fn folded(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (self.running_var.as_tensor() + self.eps)?
+            .sqrt()?
+            .recip()?
+            .mul(&self.weight)?;
+        let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// Inference: normalise with the running statistics.
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         let (w, b) = (self.weight.unsqueeze(1)?, self.bias.unsqueeze(1)?);

@@ -26,16 +26,16 @@ use crate::error::{Error, Result};
 pub use mini_xception::MiniXception;
 pub use weights::WeightsFile;
 
-/// The default model, compiled into the binary so that `emocam` runs from any folder.
-pub const BUILTIN_WEIGHTS: &[u8] =
-    include_bytes!("../../weights/mini-xception-fer2013.safetensors");
+/// The default model (see `weights/README.md`), compiled into the binary so that `emocam` runs
+/// from any folder.
+pub const BUILTIN_WEIGHTS: &[u8] = include_bytes!("../../weights/emocam-fer2013.safetensors");
 
 /// Faces per network pass: larger batches run in chunks of this size, whose activations stay in
 /// the CPU's L2 cache (a batch of 8 in one pass is slower per face than two at a time).
 pub const FORWARD_CHUNK: usize = 2;
 
 /// Label used in place of a path for [`BUILTIN_WEIGHTS`].
-pub const BUILTIN_LABEL: &str = "<built-in mini-xception-fer2013>";
+pub const BUILTIN_LABEL: &str = "<built-in emocam-fer2013>";
 
 /// Metadata keys of a weights file.
 pub mod meta {

@@ -15,7 +15,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::batch_norm::BatchNorm2d;
-use super::ops::im2col3x3;
+use super::ops::{bias_act_in_place, im2col3x3};
 
 /// Metadata key for the block widths, e.g. `16,32,64,128`.
 pub const META_WIDTHS: &str = "vgg_widths";
@@ -123,10 +123,17 @@ impl ConvBnRelu {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, n, h, w) = x.dims4()?;
         let (cout, cin) = (self.weight.dim(0)?, self.weight.dim(1)?);
-        let y = self
-            .weight
-            .reshape((cout, cin * 9))?
-            .matmul(&im2col3x3(x, 1)?)?;
+        let kernel = self.weight.reshape((cout, cin * 9))?;
+        if !train {
+            // Inference: batch norm folded into the kernel and one fused bias + ReLU pass,
+            // instead of three passes over the activations.
+            let (scale, shift) = self.bn.folded()?;
+            let y = kernel
+                .broadcast_mul(&scale.unsqueeze(1)?)?
+                .matmul(&im2col3x3(x, 1)?)?;
+            return bias_act_in_place(y, &shift.unsqueeze(1)?, true)?.reshape((cout, n, h, w));
+        }
+        let y = kernel.matmul(&im2col3x3(x, 1)?)?;
         self.bn.forward_t(&y, train, true)?.reshape((cout, n, h, w))
     }
 }

@@ -28,7 +28,12 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The shipped default weights file.
+/// The shipped default weights file (the model compiled into the binary).
 pub fn default_weights() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/emocam-fer2013.safetensors")
+}
+
+/// The borrowed mini-Xception shipped beside the default.
+pub fn mini_xception_weights() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mini-xception-fer2013.safetensors")
 }
