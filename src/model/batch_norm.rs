@@ -123,20 +123,9 @@ impl BatchNorm2d {
 
     /// Inference: normalise with the running statistics.
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
-        let (w, b) = (self.weight.unsqueeze(1)?, self.bias.unsqueeze(1)?);
-        let scale = (self.running_var.as_tensor() + self.eps)?
-            .sqrt()?
-            .recip()?
-            .unsqueeze(1)?
-            .broadcast_mul(&w)?;
-        let shift = b.broadcast_sub(
-            &self
-                .running_mean
-                .as_tensor()
-                .unsqueeze(1)?
-                .broadcast_mul(&scale)?,
-        )?;
-        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+        let (scale, shift) = self.folded()?;
+        x.broadcast_mul(&scale.unsqueeze(1)?)?
+            .broadcast_add(&shift.unsqueeze(1)?)
     }
 }
 

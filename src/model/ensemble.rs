@@ -74,9 +74,13 @@ pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
     let mut classes = None;
     let mut input_size = 0;
     for (i, path) in members.iter().enumerate() {
-        // Loading validates every tensor, so a bad member is reported by its own path.
-        Classifier::load(path)?;
         let file = weights::WeightsFile::read(path)?;
+        // Building the net validates every tensor, so a bad member is reported by its own path.
+        Classifier::from_weights(weights::WeightsFile {
+            path: file.path.clone(),
+            spec: file.spec.clone(),
+            tensors: file.tensors.clone(),
+        })?;
         if file.spec.architecture == Architecture::Ensemble {
             return Err(Error::weights(
                 path,
