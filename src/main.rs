@@ -202,9 +202,8 @@ struct TrainArgs {
     out: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Threads per training step, each on a slice of the batch [default: 1]. On the 2-core
-    /// machine this was measured on, two threads were slower than one (memory-bound steps);
-    /// two runs side by side use two cores better.
+    /// Threads per training step, each on a slice of the batch (data-parallel)
+    /// [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
     /// Continue an interrupted run from <out>.last.safetensors.
@@ -515,7 +514,9 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("emocam-{}.safetensors", a.arch.replace('_', "-")))
     });
-    let threads = a.threads.unwrap_or(1);
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let train_set = load_split(&a.data, &a.data_usage)?;
     let val_set = load_split(&a.val, &a.val_usage)?;
     eprintln!(

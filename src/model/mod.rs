@@ -543,7 +543,8 @@ fn forward_chunked(net: &Net, x: &Tensor) -> Result<Tensor> {
 ///   /proc/cpuinfo on every matmul.
 /// - glibc's malloc keeps freed memory instead of handing each activation buffer back to the OS:
 ///   otherwise every forward pass page-faults its megabytes of temporaries in again, which
-///   doubled the time of a batch of eight faces.
+///   doubled the time of a batch of eight faces. All threads share one arena so that this holds
+///   on every thread.
 pub fn init_cpu_runtime() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: called at program start, before any other thread exists.
@@ -559,6 +560,10 @@ pub fn init_cpu_runtime() {
         // Training's unfolded patches exceed the largest mmap threshold glibc accepts (32 MB);
         // without this they would still be mapped and page-faulted in on every step.
         libc::mallopt(libc::M_MMAP_MAX, 0);
+        // One arena for every thread: in a thread's own arena (heaps of at most 64 MB) the
+        // settings above do not hold, and big blocks are mapped and unmapped on every step;
+        // that made a training step split over two threads slower than one thread.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
