@@ -111,6 +111,10 @@ enum Command {
         /// Name shown in the app and written to recordings.
         #[arg(long, default_value = "emocam ensemble")]
         name: String,
+        /// Member number (1 = the first file) whose faces are averaged with their mirror
+        /// image; repeat for several. Costs that member a second forward pass per face.
+        #[arg(long = "flip", value_name = "N")]
+        flip: Vec<usize>,
         /// The members' weights files.
         #[arg(required = true, num_args = 2..)]
         members: Vec<PathBuf>,
@@ -255,9 +259,19 @@ fn main() -> ExitCode {
             json,
         }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
         Some(Command::Train(args)) => run_train(args),
-        Some(Command::Ensemble { out, name, members }) => {
+        Some(Command::Ensemble {
+            out,
+            name,
+            flip,
+            members,
+        }) => {
             let paths: Vec<&Path> = members.iter().map(PathBuf::as_path).collect();
-            emocam::model::ensemble::combine(&paths, &out, &name)
+            if let Some(bad) = flip.iter().find(|&&n| n == 0) {
+                eprintln!("emocam: --flip {bad}: members are numbered from 1");
+                return ExitCode::FAILURE;
+            }
+            let flip: Vec<usize> = flip.iter().map(|n| n - 1).collect();
+            emocam::model::ensemble::combine(&paths, &out, &name, &flip)
                 .map(|spec| {
                     println!(
                         "wrote {} ({} members, input {}x{})",

@@ -39,6 +39,7 @@ fn vgg_file(path: &Path, classes: usize) {
         classes: Emotion::ALL[..classes].to_vec(),
         name: "tiny vgg".into(),
         bn_eps: 1e-5,
+        flip_average: false,
         metadata: cfg.to_metadata(),
     };
     let tensors: HashMap<_, _> = varmap
@@ -67,7 +68,7 @@ fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
     let vgg = dir.path().join("vgg.safetensors");
     vgg_file(&vgg, 7);
     let out = dir.path().join("both.safetensors");
-    let spec = combine(&[shipped().as_path(), vgg.as_path()], &out, "both").unwrap();
+    let spec = combine(&[shipped().as_path(), vgg.as_path()], &out, "both", &[]).unwrap();
     assert_eq!(spec.input_size, 64, "the largest member's input");
 
     let ens = Classifier::load(&out).unwrap();
@@ -94,12 +95,50 @@ fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
 }
 
 #[test]
+fn a_flip_averaged_member_sees_each_face_and_its_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let vgg = dir.path().join("vgg.safetensors");
+    vgg_file(&vgg, 7);
+    let out = dir.path().join("flip.safetensors");
+    combine(&[shipped().as_path(), vgg.as_path()], &out, "flip", &[0]).unwrap();
+    let ens = Classifier::load(&out).unwrap();
+    let members = emocam::model::ensemble::member_specs(ens.spec()).unwrap();
+    assert!(members[0].flip_average && !members[1].flip_average);
+
+    let (a, b) = (
+        Classifier::load(&shipped()).unwrap(),
+        Classifier::load(&vgg).unwrap(),
+    );
+    let faces = faces();
+    let mirrored: Vec<GrayImage> = faces.iter().map(image::imageops::flip_horizontal).collect();
+    let (sa, sm, sb, se) = (
+        a.classify(&faces).unwrap(),
+        a.classify(&mirrored).unwrap(),
+        b.classify(&faces).unwrap(),
+        ens.classify(&faces).unwrap(),
+    );
+    for i in 0..faces.len() {
+        for k in 0..Emotion::COUNT {
+            let want = ((sa[i].0[k] + sm[i].0[k]) / 2.0 + sb[i].0[k]) / 2.0;
+            assert!((se[i].0[k] - want).abs() < 1e-5, "face {i} class {k}");
+        }
+    }
+    // The faces are not mirror-symmetric, so flipping changed the first member's answer.
+    assert!((0..faces.len()).any(|i| (sa[i].0[0] - sm[i].0[0]).abs() > 1e-4));
+
+    let e = combine(&[shipped().as_path(), vgg.as_path()], &out, "x", &[2])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("member 3"), "{e}");
+}
+
+#[test]
 fn bad_combinations_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let three = dir.path().join("three.safetensors");
     vgg_file(&three, 3);
     let out = dir.path().join("bad.safetensors");
-    let e = combine(&[shipped().as_path(), three.as_path()], &out, "x")
+    let e = combine(&[shipped().as_path(), three.as_path()], &out, "x", &[])
         .unwrap_err()
         .to_string();
     assert!(
@@ -107,21 +146,27 @@ fn bad_combinations_are_refused_naming_the_file() {
         "{e}"
     );
 
-    let e = combine(&[shipped().as_path()], &out, "x")
+    let e = combine(&[shipped().as_path()], &out, "x", &[])
         .unwrap_err()
         .to_string();
     assert!(e.contains("expected 2 to"), "{e}");
 
     let broken = dir.path().join("broken.safetensors");
     std::fs::write(&broken, b"not weights").unwrap();
-    let e = combine(&[shipped().as_path(), broken.as_path()], &out, "x")
+    let e = combine(&[shipped().as_path(), broken.as_path()], &out, "x", &[])
         .unwrap_err()
         .to_string();
     assert!(e.contains("broken.safetensors"), "{e}");
 
     let pair = dir.path().join("pair.safetensors");
-    combine(&[shipped().as_path(), shipped().as_path()], &pair, "pair").unwrap();
-    let e = combine(&[pair.as_path(), shipped().as_path()], &out, "x")
+    combine(
+        &[shipped().as_path(), shipped().as_path()],
+        &pair,
+        "pair",
+        &[],
+    )
+    .unwrap();
+    let e = combine(&[pair.as_path(), shipped().as_path()], &out, "x", &[])
         .unwrap_err()
         .to_string();
     assert!(

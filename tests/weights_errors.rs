@@ -178,6 +178,7 @@ fn absurd_sizes_and_bad_metadata() {
         ("classes", "[\"angry\",\"joy\"]", "unknown emotion \"joy\""),
         ("classes", "[\"angry\",\"angry\"]", "twice"),
         ("bn_eps", "-1", "bn_eps"),
+        ("flip_average", "yes", "expected true or false"),
     ] {
         let mut m = meta.clone();
         m.insert(key.into(), value.into());

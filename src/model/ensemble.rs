@@ -58,13 +58,24 @@ pub fn member_specs(spec: &ModelSpec) -> std::result::Result<Vec<ModelSpec>, Str
 
 /// Combine the weights files `members` into one ensemble file at `out`, named `name`. Every
 /// member is loaded and checked first; they must share their classes (in the same order) and
-/// not be ensembles.
-pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
+/// not be ensembles. Members whose index (0-based) is in `flip` average each face with its
+/// mirror image (see [`super::meta::FLIP_AVERAGE`]).
+pub fn combine(members: &[&Path], out: &Path, name: &str, flip: &[usize]) -> Result<ModelSpec> {
     if !(2..=MAX_MEMBERS).contains(&members.len()) {
         return Err(Error::InvalidInput {
             what: "ensemble".into(),
             reason: format!(
                 "{} weights files given, expected 2 to {MAX_MEMBERS}",
+                members.len()
+            ),
+        });
+    }
+    if let Some(bad) = flip.iter().find(|&&i| i >= members.len()) {
+        return Err(Error::InvalidInput {
+            what: "ensemble".into(),
+            reason: format!(
+                "member {} to flip-average does not exist (there are {})",
+                bad + 1,
                 members.len()
             ),
         });
@@ -102,7 +113,9 @@ pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
         }
         input_size = input_size.max(file.spec.input_size);
         let prefix = member_prefix(i);
-        for (k, v) in file.spec.to_metadata() {
+        let mut member = file.spec.clone();
+        member.flip_average |= flip.contains(&i);
+        for (k, v) in member.to_metadata() {
             metadata.insert(format!("{prefix}.{k}"), v);
         }
         for (k, t) in file.tensors {
@@ -121,6 +134,7 @@ pub fn combine(members: &[&Path], out: &Path, name: &str) -> Result<ModelSpec> {
         classes: classes.unwrap_or_default(),
         name: name.to_string(),
         bn_eps: Architecture::Ensemble.default_bn_eps(),
+        flip_average: false,
         metadata,
     };
     // Written beside the target and checked before it replaces anything there, so a failed

@@ -51,6 +51,9 @@ pub mod meta {
     pub const NAME: &str = "name";
     /// Batch-norm epsilon used in training (Keras 1e-3, PyTorch 1e-5).
     pub const BN_EPS: &str = "bn_eps";
+    /// `true`: every face is classified together with its mirror image and the two averaged
+    /// (test-time augmentation built into the model). Default `false`.
+    pub const FLIP_AVERAGE: &str = "flip_average";
 }
 
 /// Network architectures this build knows.
@@ -157,6 +160,8 @@ pub struct ModelSpec {
     /// Display name.
     pub name: String,
     pub bn_eps: f64,
+    /// Average each face's probabilities with its mirror image's ([`meta::FLIP_AVERAGE`]).
+    pub flip_average: bool,
     /// Every metadata entry of the file, including ones this build does not read.
     pub metadata: HashMap<String, String>,
 }
@@ -221,6 +226,16 @@ impl ModelSpec {
                     )
                 })?,
         };
+        let flip_average = match m.get(meta::FLIP_AVERAGE).map(|s| s.trim()) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "metadata {} is {other:?}, expected true or false",
+                    meta::FLIP_AVERAGE
+                ));
+            }
+        };
         let name = m
             .get(meta::NAME)
             .cloned()
@@ -232,6 +247,7 @@ impl ModelSpec {
             classes,
             name,
             bn_eps,
+            flip_average,
             metadata: m.clone(),
         })
     }
@@ -249,6 +265,7 @@ impl ModelSpec {
         );
         m.insert(meta::NAME.into(), self.name.clone());
         m.insert(meta::BN_EPS.into(), self.bn_eps.to_string());
+        m.insert(meta::FLIP_AVERAGE.into(), self.flip_average.to_string());
         m
     }
 }
@@ -303,7 +320,9 @@ impl Net {
                     spec.bn_eps,
                 )
                 .map_err(NetError::Spec)?;
-                Net::Vgg(vgg::Vgg::new(vb, &cfg)?)
+                let mut net = vgg::Vgg::new(vb, &cfg)?;
+                net.fold_batch_norms()?;
+                Net::Vgg(net)
             }
             Architecture::Ensemble => {
                 let members = ensemble::member_specs(spec).map_err(NetError::Spec)?;
@@ -466,13 +485,11 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let Net::Ensemble(members) = &self.net else {
-            let x = preprocess::batch_tensor(faces, &self.spec, &self.device)?;
-            return Ok(self.forward(&x)?.to_vec2::<f32>()?);
+            return self.net_probs(&self.net, &self.spec, faces);
         };
         let mut sum = vec![vec![0f32; self.spec.classes.len()]; faces.len()];
         for (net, spec) in members {
-            let x = preprocess::batch_tensor(faces, spec, &self.device)?;
-            let p = forward_chunked(net, &x)?.to_vec2::<f32>()?;
+            let p = self.net_probs(net, spec, faces)?;
             if p.len() != faces.len() || p.iter().any(|r| r.len() != self.spec.classes.len()) {
                 return Err(Error::weights(
                     &self.source,
@@ -489,6 +506,24 @@ impl Classifier {
         let k = members.len().max(1) as f32;
         sum.iter_mut().flatten().for_each(|v| *v /= k);
         Ok(sum)
+    }
+
+    /// Probabilities of one (non-ensemble) network for `faces`; with `spec.flip_average` the
+    /// mirror images go through in the same batch and each face gets the mean of the pair.
+    fn net_probs(&self, net: &Net, spec: &ModelSpec, faces: &[GrayImage]) -> Result<Vec<Vec<f32>>> {
+        if !spec.flip_average {
+            let x = preprocess::batch_tensor(faces, spec, &self.device)?;
+            return Ok(forward_chunked(net, &x)?.to_vec2::<f32>()?);
+        }
+        let mut both: Vec<GrayImage> = faces.to_vec();
+        both.extend(faces.iter().map(crate::imaging::flip_horizontal));
+        let x = preprocess::batch_tensor(&both, spec, &self.device)?;
+        let mut p = forward_chunked(net, &x)?.to_vec2::<f32>()?;
+        let mirrored = p.split_off(faces.len());
+        for (row, m) in p.iter_mut().zip(&mirrored) {
+            row.iter_mut().zip(m).for_each(|(a, b)| *a = (*a + b) / 2.0);
+        }
+        Ok(p)
     }
 
     /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time augmentation).

@@ -15,7 +15,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::batch_norm::BatchNorm2d;
-use super::ops::{bias_act_in_place, im2col3x3};
+use super::ops::{bias_act_in_place, im2col3x3, max_pool2x2};
 
 /// Metadata key for the block widths, e.g. `16,32,64,128`.
 pub const META_WIDTHS: &str = "vgg_widths";
@@ -107,6 +107,9 @@ pub struct ConvBnRelu {
     /// `(Cout, Cin, 3, 3)`.
     weight: Tensor,
     bn: BatchNorm2d,
+    /// Kernel `(Cout, Cin*9)` with batch norm folded in, and the shift `(Cout, 1)`: fixed once
+    /// a loaded net only runs inference ([`Vgg::fold_batch_norms`]).
+    folded: Option<(Tensor, Tensor)>,
 }
 
 impl ConvBnRelu {
@@ -117,22 +120,38 @@ impl ConvBnRelu {
             candle_nn::init::DEFAULT_KAIMING_NORMAL,
         )?;
         let bn = BatchNorm2d::new(vb.pp(format!("bn{j}")), cout, eps)?;
-        Ok(Self { weight, bn })
+        Ok(Self {
+            weight,
+            bn,
+            folded: None,
+        })
+    }
+
+    /// The inference kernel and shift: batch norm folded into the conv.
+    fn fold(&self) -> Result<(Tensor, Tensor)> {
+        let (cout, cin) = (self.weight.dim(0)?, self.weight.dim(1)?);
+        let (scale, shift) = self.bn.folded()?;
+        let kernel = self
+            .weight
+            .reshape((cout, cin * 9))?
+            .broadcast_mul(&scale.unsqueeze(1)?)?;
+        Ok((kernel, shift.unsqueeze(1)?))
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, n, h, w) = x.dims4()?;
         let (cout, cin) = (self.weight.dim(0)?, self.weight.dim(1)?);
-        let kernel = self.weight.reshape((cout, cin * 9))?;
         if !train {
             // Inference: batch norm folded into the kernel and one fused bias + ReLU pass,
             // instead of three passes over the activations.
-            let (scale, shift) = self.bn.folded()?;
-            let y = kernel
-                .broadcast_mul(&scale.unsqueeze(1)?)?
-                .matmul(&im2col3x3(x, 1)?)?;
-            return bias_act_in_place(y, &shift.unsqueeze(1)?, true)?.reshape((cout, n, h, w));
+            let (kernel, shift) = match &self.folded {
+                Some((k, s)) => (k.clone(), s.clone()),
+                None => self.fold()?,
+            };
+            let y = kernel.matmul(&im2col3x3(x, 1)?)?;
+            return bias_act_in_place(y, &shift, true)?.reshape((cout, n, h, w));
         }
+        let kernel = self.weight.reshape((cout, cin * 9))?;
         let y = kernel.matmul(&im2col3x3(x, 1)?)?;
         self.bn.forward_t(&y, train, true)?.reshape((cout, n, h, w))
     }
@@ -191,6 +210,18 @@ impl Vgg {
         self.blocks.len()
     }
 
+    /// Fold every batch norm into its conv once, for a net that will only run inference (the
+    /// app, `eval`): saves re-folding on every forward pass. Training must not call this, as
+    /// its statistics keep changing.
+    pub fn fold_batch_norms(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            for c in [&mut b.c1, &mut b.c2] {
+                c.folded = Some(c.fold()?);
+            }
+        }
+        Ok(())
+    }
+
     /// Run the first `n` blocks in inference mode even while training, so that fine-tuning
     /// leaves them bit-identical (their batch-norm statistics included).
     pub fn freeze(&mut self, n: usize) {
@@ -212,9 +243,7 @@ impl Vgg {
         let mut y = x.reshape((1, n, h, w))?;
         for (i, b) in self.blocks.iter().enumerate() {
             let train = train && i >= self.frozen;
-            y =
-                b.c2.forward_t(&b.c1.forward_t(&y, train)?, train)?
-                    .max_pool2d(2)?;
+            y = max_pool2x2(&b.c2.forward_t(&b.c1.forward_t(&y, train)?, train)?)?;
             if i + 1 == self.frozen {
                 // Nothing before this point trains: no backward pass through it.
                 y = y.detach();

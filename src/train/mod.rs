@@ -875,6 +875,7 @@ fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> Mo
             100.0 * state.best_val_acc
         ),
         bn_eps: cfg.net.bn_eps(),
+        flip_average: false,
         metadata: HashMap::from([(
             meta::ARCHITECTURE.to_string(),
             architecture.name().to_string(),
