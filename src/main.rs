@@ -102,7 +102,7 @@ enum Command {
         json: bool,
     },
     /// Train a classifier on labelled face crops; writes weights the app loads unchanged.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Combine two or more weights files into one ensemble that averages their probabilities.
     Ensemble {
         /// Where to write the ensemble.
@@ -210,9 +210,14 @@ struct TrainArgs {
     /// [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
-    /// Continue an interrupted run from <out>.last.safetensors.
+    /// Continue an interrupted run from <out>.last.safetensors (weights), <out>.opt.safetensors
+    /// (optimiser state) and <out>.state.json (epochs done, history).
     #[arg(long)]
     resume: bool,
+    /// End this invocation after N epochs; go on later with --resume (for machines that cut
+    /// long jobs off).
+    #[arg(long, value_name = "N")]
+    stop_after: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -258,7 +263,7 @@ fn main() -> ExitCode {
             max_frames,
             json,
         }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
-        Some(Command::Train(args)) => run_train(args),
+        Some(Command::Train(args)) => run_train(*args),
         Some(Command::Ensemble {
             out,
             name,
@@ -563,6 +568,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         out,
         seed: a.seed,
         resume: a.resume,
+        stop_after: a.stop_after,
         threads,
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),

@@ -60,6 +60,7 @@ fn config(out: std::path::PathBuf) -> TrainConfig {
         out,
         seed: 3,
         resume: false,
+        stop_after: None,
         threads: 1,
         progress: false,
         command: "test".into(),
@@ -123,6 +124,68 @@ fn a_short_run_learns_the_pattern_and_the_file_reloads() {
         resumed.history[7].lr < resumed.history[5].lr,
         "the schedule goes on where it stopped"
     );
+}
+
+/// Every tensor of a safetensors file, by name.
+fn tensors(path: &std::path::Path) -> std::collections::HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, val) = (dataset(20, 6), dataset(8, 7));
+    // A common start (candle's weight initialisation is not seeded), and no dropout (its
+    // random masks are not seeded either).
+    let start = dir.path().join("start.safetensors");
+    let mut cfg = config(start.clone());
+    cfg.epochs = 1;
+    train(&tr, &val, &cfg).unwrap();
+    for optimizer in [OptimizerKind::AdamW, OptimizerKind::Sgd] {
+        let run = |name: &str, stop_after: Option<usize>, resume: bool| {
+            let mut cfg = config(dir.path().join(name));
+            if let NetConfig::Vgg(v) = &mut cfg.net {
+                v.dropout = 0.0;
+            }
+            cfg.epochs = 4;
+            cfg.optimizer = optimizer;
+            cfg.init = Some(start.clone());
+            cfg.stop_after = stop_after;
+            cfg.resume = resume;
+            train(&tr, &val, &cfg).unwrap()
+        };
+        let whole = run("whole.safetensors", None, false);
+        let first = run("parts.safetensors", Some(2), false);
+        assert_eq!(first.epochs_run, 2, "stopped after two epochs");
+        let rest = run("parts.safetensors", None, true);
+        assert_eq!(rest.epochs_run, 4);
+        // Equal up to float rounding: two identical runs can differ in the last bits (a
+        // fresh optimiser state after the break would differ by whole update steps).
+        for (a, b) in whole.history.iter().zip(&rest.history) {
+            let close = (a.train_loss - b.train_loss).abs() <= 1e-5 * a.train_loss.abs().max(1e-3);
+            assert!(close, "{optimizer:?} epoch {}: {a:?} vs {b:?}", a.epoch);
+        }
+        let (a, b) = (
+            tensors(&dir.path().join("whole.last.safetensors")),
+            tensors(&dir.path().join("parts.last.safetensors")),
+        );
+        assert_eq!(a.len(), b.len());
+        for (name, va) in &a {
+            let worst = va
+                .iter()
+                .zip(&b[name])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{optimizer:?}: {name} differs by {worst} after resuming"
+            );
+        }
+    }
 }
 
 #[test]

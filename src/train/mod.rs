@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Tensor, Var};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::LabeledFaces;
@@ -232,8 +232,11 @@ pub struct TrainConfig {
     /// `<out>.state.json` beside it.
     pub out: PathBuf,
     pub seed: u64,
-    /// Continue from `<out>.last.safetensors` and `<out>.state.json`.
+    /// Continue from `<out>.last.safetensors`, `<out>.opt.safetensors` and `<out>.state.json`.
     pub resume: bool,
+    /// End this invocation after this many epochs (the run can go on with `resume`), for
+    /// machines that cut long jobs off.
+    pub stop_after: Option<usize>,
     /// Threads per step: each takes a slice of the batch (with its own batch-norm
     /// statistics). One thread per core nearly doubles throughput on two cores.
     pub threads: usize,
@@ -297,48 +300,163 @@ pub fn schedule(lr: f64, step: usize, warmup: usize, total: usize) -> f64 {
 
 /// SGD with momentum and decoupled weight decay.
 struct Sgd {
-    vars: Vec<Var>,
     velocity: Vec<Tensor>,
-    lr: f64,
     momentum: f64,
-    weight_decay: f64,
 }
 
-impl Sgd {
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
-        for (v, vel) in self.vars.iter().zip(self.velocity.iter_mut()) {
-            if let Some(g) = grads.get(v) {
-                *vel = ((&*vel * self.momentum)? + g)?;
-                let decayed = if self.weight_decay > 0.0 {
-                    (v.as_tensor() * (1.0 - self.lr * self.weight_decay))?
-                } else {
-                    v.as_tensor().clone()
-                };
-                v.set(&(decayed - (&*vel * self.lr)?)?)?;
+/// AdamW (Loshchilov & Hutter), the same update as candle_nn's, whose moments can be saved
+/// and restored so that `--resume` continues a run exactly (candle_nn keeps them private).
+struct AdamW {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Steps taken, for the bias correction.
+    t: u64,
+}
+
+const ADAM_BETA1: f64 = 0.9;
+const ADAM_BETA2: f64 = 0.999;
+const ADAM_EPS: f64 = 1e-8;
+
+enum OptKind {
+    Sgd(Sgd),
+    AdamW(AdamW),
+}
+
+/// The optimiser of a training run: its trainable variables by name, and its state.
+struct Opt {
+    vars: Vec<(String, Var)>,
+    lr: f64,
+    weight_decay: f64,
+    kind: OptKind,
+}
+
+impl Opt {
+    fn new(
+        vars: Vec<(String, Var)>,
+        optimizer: OptimizerKind,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) -> candle_core::Result<Self> {
+        let zeros = || {
+            vars.iter()
+                .map(|(_, v)| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        let kind = match optimizer {
+            OptimizerKind::Sgd => OptKind::Sgd(Sgd {
+                velocity: zeros()?,
+                momentum,
+            }),
+            OptimizerKind::AdamW => OptKind::AdamW(AdamW {
+                m: zeros()?,
+                v: zeros()?,
+                t: 0,
+            }),
+        };
+        Ok(Self {
+            vars,
+            lr,
+            weight_decay,
+            kind,
+        })
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        let (lr, decay) = (self.lr, 1.0 - self.lr * self.weight_decay);
+        match &mut self.kind {
+            OptKind::Sgd(s) => {
+                for ((_, v), vel) in self.vars.iter().zip(s.velocity.iter_mut()) {
+                    if let Some(g) = grads.get(v) {
+                        *vel = ((&*vel * s.momentum)? + g)?;
+                        v.set(&((v.as_tensor() * decay)? - (&*vel * lr)?)?)?;
+                    }
+                }
+            }
+            OptKind::AdamW(a) => {
+                a.t += 1;
+                let scale_m = 1.0 / (1.0 - ADAM_BETA1.powi(a.t as i32));
+                let scale_v = 1.0 / (1.0 - ADAM_BETA2.powi(a.t as i32));
+                for (((_, v), m), sq) in self.vars.iter().zip(&mut a.m).zip(&mut a.v) {
+                    if let Some(g) = grads.get(v) {
+                        *m = ((&*m * ADAM_BETA1)? + (g * (1.0 - ADAM_BETA1))?)?;
+                        *sq = ((&*sq * ADAM_BETA2)? + (g.sqr()? * (1.0 - ADAM_BETA2))?)?;
+                        let step = ((&*m * scale_m)? / ((&*sq * scale_v)?.sqrt()? + ADAM_EPS)?)?;
+                        v.set(&((v.as_tensor() * decay)? - (step * lr)?)?)?;
+                    }
+                }
             }
         }
         Ok(())
     }
-}
 
-enum Opt {
-    Sgd(Sgd),
-    AdamW(candle_nn::AdamW),
-}
-
-impl Opt {
-    fn set_lr(&mut self, lr: f64) {
-        match self {
-            Opt::Sgd(s) => s.lr = lr,
-            Opt::AdamW(a) => a.set_learning_rate(lr),
+    /// The state to save beside the last checkpoint, by tensor name.
+    fn state(&self) -> candle_core::Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        match &self.kind {
+            OptKind::Sgd(s) => {
+                for ((name, _), t) in self.vars.iter().zip(&s.velocity) {
+                    out.insert(format!("sgd.velocity.{name}"), t.clone());
+                }
+            }
+            OptKind::AdamW(a) => {
+                for (((name, _), m), v) in self.vars.iter().zip(&a.m).zip(&a.v) {
+                    out.insert(format!("adamw.m.{name}"), m.clone());
+                    out.insert(format!("adamw.v.{name}"), v.clone());
+                }
+                out.insert(
+                    "adamw.step".into(),
+                    Tensor::new(&[a.t as f64], &Device::Cpu)?,
+                );
+            }
         }
+        Ok(out)
     }
 
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        match self {
-            Opt::Sgd(s) => s.step(grads),
-            Opt::AdamW(a) => a.step(grads),
+    /// Take the saved state back; `Err` (with the reason) if it is not this optimiser's, in
+    /// which case nothing changes.
+    fn restore(&mut self, saved: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+        let get = |key: String, like: &Tensor| -> std::result::Result<Tensor, String> {
+            match saved.get(&key) {
+                Some(t) if t.shape() == like.shape() => Ok(t.clone()),
+                Some(t) => Err(format!(
+                    "{key} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    like.dims()
+                )),
+                None => Err(format!("no {key} (another optimiser or net?)")),
+            }
+        };
+        match &mut self.kind {
+            OptKind::Sgd(s) => {
+                let vel = self
+                    .vars
+                    .iter()
+                    .zip(&s.velocity)
+                    .map(|((n, _), t)| get(format!("sgd.velocity.{n}"), t))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                s.velocity = vel;
+            }
+            OptKind::AdamW(a) => {
+                let t = saved
+                    .get("adamw.step")
+                    .and_then(|t| t.to_vec1::<f64>().ok())
+                    .and_then(|v| v.first().copied())
+                    .ok_or("no adamw.step (another optimiser?)")?;
+                let mut m = Vec::with_capacity(a.m.len());
+                let mut v = Vec::with_capacity(a.v.len());
+                for (((n, _), mt), vt) in self.vars.iter().zip(&a.m).zip(&a.v) {
+                    m.push(get(format!("adamw.m.{n}"), mt)?);
+                    v.push(get(format!("adamw.v.{n}"), vt)?);
+                }
+                (a.m, a.v, a.t) = (m, v, t as u64);
+            }
         }
+        Ok(())
     }
 }
 
@@ -532,10 +650,11 @@ pub fn train(
         ));
     }
     model.freeze(cfg.freeze);
-    let (log_path, last_path, state_path) = (
+    let (log_path, last_path, state_path, opt_path) = (
         side_path(&cfg.out, ".log.csv"),
         side_path(&cfg.out, ".last.safetensors"),
         side_path(&cfg.out, ".state.json"),
+        side_path(&cfg.out, ".opt.safetensors"),
     );
 
     let mut state = TrainState::default();
@@ -552,41 +671,36 @@ pub fn train(
 
     // Frozen blocks and batch-norm running statistics are not optimised.
     let frozen = model.frozen_prefixes(cfg.freeze);
-    let trainable: Vec<Var> = {
+    let named: Vec<(String, Var)> = {
         let data = varmap
             .data()
             .lock()
             .map_err(|_| invalid("model", "poisoned variable map".into()))?;
-        let mut named: Vec<(&String, &Var)> = data
+        let mut named: Vec<(String, Var)> = data
             .iter()
             .filter(|(n, _)| !n.contains("running_") && !frozen.iter().any(|f| n.starts_with(f)))
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
     };
-    let mut opt = match cfg.optimizer {
-        OptimizerKind::AdamW => Opt::AdamW(candle_nn::AdamW::new(
-            trainable.clone(),
-            candle_nn::ParamsAdamW {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..Default::default()
-            },
-        )?),
-        OptimizerKind::Sgd => {
-            let velocity = trainable
-                .iter()
-                .map(|v| v.as_tensor().zeros_like())
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            Opt::Sgd(Sgd {
-                vars: trainable.clone(),
-                velocity,
-                lr: cfg.lr,
-                momentum: cfg.momentum,
-                weight_decay: cfg.weight_decay,
-            })
+    let trainable: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = Opt::new(named, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)?;
+    if cfg.resume {
+        // Runs from before the optimiser state was saved resume with fresh moments.
+        let restored = match candle_core::safetensors::load(&opt_path, &dev) {
+            Ok(saved) => opt.restore(&saved),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(why) = restored
+            && cfg.progress
+        {
+            eprintln!(
+                "resuming without the optimiser state of {} ({why}): it starts afresh",
+                opt_path.display()
+            );
         }
-    };
+    }
 
     // Inverse-frequency class weights, normalised to mean 1 over the classes present.
     let counts = train_set.class_counts();
@@ -606,7 +720,6 @@ pub fn train(
     let size = cfg.net.input_size() as u32;
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut rng = Rng::new(cfg.seed.wrapping_add(state.epochs_done as u64 * 7919));
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -620,8 +733,14 @@ pub fn train(
         .map_err(|e| Error::io(&log_path, e))?;
     }
     let mut stopped_early = false;
-    for epoch in state.epochs_done..cfg.epochs {
+    let last_epoch = match cfg.stop_after {
+        Some(n) => cfg.epochs.min(state.epochs_done + n),
+        None => cfg.epochs,
+    };
+    for epoch in state.epochs_done..last_epoch {
         let t0 = Instant::now();
+        // Seeded per epoch, so that a resumed run draws what an uninterrupted one would.
+        let mut rng = Rng::new(cfg.seed.wrapping_add(epoch as u64 * 7919));
         let mut order: Vec<usize> = (0..train_set.len()).collect();
         rng.shuffle(&mut order);
         let bar = progress_bar(cfg.progress, train_set.len() as u64, epoch + 1, cfg.epochs);
@@ -723,6 +842,8 @@ pub fn train(
             save_varmap(&varmap, &cfg.out, &output_spec(cfg, &classes, &state))?;
         }
         save_varmap(&varmap, &last_path, &spec)?;
+        candle_core::safetensors::save(&opt.state()?, &opt_path)
+            .map_err(|e| Error::weights(&opt_path, format!("cannot save: {e}")))?;
         let json =
             serde_json::to_string_pretty(&state).map_err(|e| invalid("state", e.to_string()))?;
         std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
@@ -752,23 +873,18 @@ pub fn bench_step(
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let model = net.build(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let vars: Vec<Var> = {
+    let named: Vec<(String, Var)> = {
         let data = varmap.data().lock().map_err(|_| Error::InvalidInput {
             what: "model".into(),
             reason: "poisoned variable map".into(),
         })?;
         data.iter()
             .filter(|(n, _)| !n.contains("running_"))
-            .map(|(_, v)| v.clone())
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect()
     };
-    let mut opt = Opt::AdamW(candle_nn::AdamW::new(
-        vars.clone(),
-        candle_nn::ParamsAdamW {
-            lr: 1e-3,
-            ..Default::default()
-        },
-    )?);
+    let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = Opt::new(named, OptimizerKind::AdamW, 1e-3, 0.9, 0.01)?;
     let s = net.input_size() as u32;
     let mut rng = Rng::new(1);
     let images: Vec<image::GrayImage> = (0..batch)
