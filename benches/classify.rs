@@ -1,6 +1,7 @@
 //! Classification speed of the default model (an ensemble) and of the borrowed mini-Xception
 //! alone: one face, and a batch of eight.
-//! `cargo bench --bench classify`
+//! `cargo bench --bench classify`; set `EMOCAM_BENCH_WEIGHTS=FILE` to measure another weights
+//! file as `classify/candidate`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use emocam::Classifier;
@@ -18,7 +19,7 @@ fn faces(n: usize) -> Vec<GrayImage> {
 
 fn classify(c: &mut Criterion) {
     emocam::model::init_cpu_runtime();
-    let models = [
+    let mut models = vec![
         (
             "default",
             Classifier::builtin().expect("built-in weights load"),
@@ -32,6 +33,12 @@ fn classify(c: &mut Criterion) {
             .expect("shipped mini-Xception loads"),
         ),
     ];
+    // Lets a candidate model be measured before it is shipped.
+    if let Some(path) = std::env::var_os("EMOCAM_BENCH_WEIGHTS") {
+        let clf =
+            Classifier::load(std::path::Path::new(&path)).expect("EMOCAM_BENCH_WEIGHTS loads");
+        models.push(("candidate", clf));
+    }
     let mut g = c.benchmark_group("classify");
     for (name, clf) in &models {
         for n in [1usize, 8] {

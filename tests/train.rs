@@ -291,3 +291,43 @@ fn mini_xception_fine_tunes_from_the_shipped_weights() {
     }
     assert_eq!(b["head.conv.weight"].dims(), &[3, 128, 3, 3]);
 }
+
+/// Training feeds faces scaled to [-1, 1]; weights that expect [0, 1] are refused as a start,
+/// with the file named, instead of being fine-tuned on inputs they never saw.
+#[test]
+fn fine_tuning_refuses_weights_with_another_input_scaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("weights")
+        .join("mini-xception-fer2013.safetensors");
+    let bytes = std::fs::read(&shipped).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]["input_scaling"] = "zero_to_one".into();
+    let header = serde_json::to_vec(&header).unwrap();
+    let zero_one = dir.path().join("zero-one.safetensors");
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(&header);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(&zero_one, out).unwrap();
+    assert_eq!(
+        Classifier::load(&zero_one).unwrap().spec().scaling,
+        emocam::model::InputScaling::ZeroToOne,
+        "the rewritten file is a valid model"
+    );
+
+    let mut cfg = config(dir.path().join("tuned.safetensors"));
+    cfg.net = NetConfig::MiniXception {
+        classes: 3,
+        bn_eps: 1e-3,
+    };
+    cfg.epochs = 1;
+    cfg.init = Some(zero_one.clone());
+    let err = train(&dataset(4, 8), &dataset(2, 9), &cfg)
+        .expect_err("fine-tuning from [0, 1] weights must be refused")
+        .to_string();
+    assert!(
+        err.contains("zero-one.safetensors") && err.contains("zero_to_one"),
+        "{err}"
+    );
+}

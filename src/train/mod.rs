@@ -23,7 +23,7 @@ use crate::emotion::Emotion;
 use crate::error::{Error, Result};
 use crate::model::mini_xception_train::TrainableMiniXception;
 use crate::model::vgg::{Vgg, VggConfig};
-use crate::model::{Architecture, InputScaling, ModelSpec, meta, weights};
+use crate::model::{Architecture, InputScaling, ModelSpec, meta, preprocess, weights};
 pub use augment::Augment;
 
 /// A small, seedable random generator (SplitMix64), so runs repeat exactly.
@@ -539,20 +539,18 @@ fn forward_backward(
     result
 }
 
-/// Stack faces into `(N, 1, S, S)` with the training scaling ([-1, 1]).
+/// The input scaling every trained model uses (and its metadata records).
+const TRAIN_SCALING: InputScaling = InputScaling::MinusOneToOne;
+
+/// Stack faces into `(N, 1, S, S)` with the training scaling.
 fn batch(images: &[&image::GrayImage], size: u32, dev: &Device) -> candle_core::Result<Tensor> {
-    let mut data = Vec::with_capacity(images.len() * (size * size) as usize);
-    for img in images {
-        let resized;
-        let img = if img.dimensions() == (size, size) {
-            *img
-        } else {
-            resized = crate::imaging::resize_gray(img, size, size);
-            &resized
-        };
-        data.extend(img.as_raw().iter().map(|&p| p as f32 / 127.5 - 1.0));
-    }
-    Tensor::from_vec(data, (images.len(), 1, size as usize, size as usize), dev)
+    preprocess::stack(
+        images.iter().copied(),
+        images.len(),
+        size,
+        TRAIN_SCALING,
+        dev,
+    )
 }
 
 /// Loss over a batch; `weights` are per-class (length = classes).
@@ -978,7 +976,7 @@ fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> Mo
     ModelSpec {
         architecture,
         input_size: cfg.net.input_size() as u32,
-        scaling: InputScaling::MinusOneToOne,
+        scaling: TRAIN_SCALING,
         classes: classes.to_vec(),
         name: format!(
             "emocam {}{} (val {:.1}%)",
@@ -1020,6 +1018,18 @@ fn save_varmap(varmap: &VarMap, path: &Path, spec: &ModelSpec) -> Result<()> {
 /// keep their fresh initialisation.
 fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<()> {
     let file = weights::WeightsFile::read(path)?;
+    // Training always feeds faces scaled to [-1, 1]; weights learned on another scaling would
+    // start from inputs they never saw and the output would claim the wrong scaling.
+    if file.spec.scaling != TRAIN_SCALING {
+        return Err(Error::weights(
+            path,
+            format!(
+                "input_scaling is {}, but training feeds faces scaled as {}",
+                file.spec.scaling.name(),
+                TRAIN_SCALING.name()
+            ),
+        ));
+    }
     let data = varmap
         .data()
         .lock()
