@@ -207,7 +207,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Threads per training step, each on a slice of the batch (data-parallel)
-    /// [default: one per core].
+    /// [default: one per core; on --resume, the count the run used].
     #[arg(long)]
     threads: Option<usize>,
     /// Continue an interrupted run from <out>.last.safetensors (weights), <out>.opt.safetensors
@@ -533,9 +533,6 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("emocam-{}.safetensors", a.arch.replace('_', "-")))
     });
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
     let train_set = load_split(&a.data, &a.data_usage)?;
     let val_set = load_split(&a.val, &a.val_usage)?;
     eprintln!(
@@ -569,7 +566,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         seed: a.seed,
         resume: a.resume,
         stop_after: a.stop_after,
-        threads,
+        threads: a.threads,
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         data_description: format!(

@@ -61,7 +61,7 @@ fn config(out: std::path::PathBuf) -> TrainConfig {
         seed: 3,
         resume: false,
         stop_after: None,
-        threads: 1,
+        threads: Some(1),
         progress: false,
         command: "test".into(),
         data_description: "generated bands".into(),
@@ -169,6 +169,12 @@ fn an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does() {
             let close = (a.train_loss - b.train_loss).abs() <= 1e-5 * a.train_loss.abs().max(1e-3);
             assert!(close, "{optimizer:?} epoch {}: {a:?} vs {b:?}", a.epoch);
         }
+        let log = std::fs::read_to_string(dir.path().join("parts.log.csv")).unwrap();
+        assert_eq!(
+            log.lines().count(),
+            1 + 4,
+            "header and one row per epoch:\n{log}"
+        );
         let (a, b) = (
             tensors(&dir.path().join("whole.last.safetensors")),
             tensors(&dir.path().join("parts.last.safetensors")),
@@ -248,7 +254,7 @@ fn mini_xception_fine_tunes_from_the_shipped_weights() {
     cfg.init = Some(shipped.clone());
     cfg.freeze = 2;
     // Data-parallel steps: two workers share each batch.
-    cfg.threads = 2;
+    cfg.threads = Some(2);
     let summary = train(&tr, &val, &cfg).unwrap();
     let h = &summary.history;
     println!("{h:#?}");
@@ -330,4 +336,70 @@ fn fine_tuning_refuses_weights_with_another_input_scaling() {
         err.contains("zero-one.safetensors") && err.contains("zero_to_one"),
         "{err}"
     );
+}
+
+/// `--resume` after an early stop trains nothing more, and a last checkpoint that does not
+/// match the saved state (a run cut off while saving) is refused with both files named.
+#[test]
+fn resume_honours_an_early_stop_and_refuses_mismatched_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.safetensors");
+    let (tr, val) = (dataset(10, 11), dataset(6, 12));
+    let mut cfg = config(out.clone());
+    cfg.epochs = 10;
+    // Too small a rate to change any prediction: no epoch after the first is better.
+    cfg.lr = 1e-9;
+    cfg.patience = 1;
+    let first = train(&tr, &val, &cfg).unwrap();
+    assert!(first.stopped_early, "{first:?}");
+    assert_eq!(first.epochs_run, 2);
+    let last = dir.path().join("run.last.safetensors");
+    let saved = std::fs::read(&last).unwrap();
+
+    cfg.resume = true;
+    let again = train(&tr, &val, &cfg).unwrap();
+    assert!(again.stopped_early);
+    assert_eq!(again.epochs_run, 2, "an early-stopped run trained on");
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        saved,
+        "the checkpoint changed"
+    );
+    assert!(
+        !dir.path().read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")),
+        "a partial file was left behind"
+    );
+
+    let state_path = dir.path().join("run.state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    std::fs::write(
+        &state_path,
+        state.replace("\"epochs_done\": 2", "\"epochs_done\": 1"),
+    )
+    .unwrap();
+    let err = train(&tr, &val, &cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("run.last.safetensors")
+            && err.contains("run.state.json")
+            && err.contains("epoch 2"),
+        "{err}"
+    );
+}
+
+/// More pooling blocks than the input can be halved by is refused before anything trains.
+#[test]
+fn too_many_blocks_for_the_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path().join("deep.safetensors"));
+    if let NetConfig::Vgg(v) = &mut cfg.net {
+        v.widths = vec![4, 4, 4, 4, 4];
+    }
+    let err = train(&dataset(2, 1), &dataset(1, 2), &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--widths") && err.contains("at most 4"), "{err}");
 }

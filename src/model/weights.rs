@@ -123,7 +123,26 @@ pub fn save(
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))?;
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    write_replacing(path, &bytes)
+}
+
+/// The file a replacement for `path` is written to before it is renamed over `path`.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Replace `path` with `bytes` whole: written beside it and renamed, so that a run cut off
+/// midway leaves the old file, never a truncated one.
+pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
 }
 
 struct TensorBytes {

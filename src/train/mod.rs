@@ -238,8 +238,9 @@ pub struct TrainConfig {
     /// machines that cut long jobs off.
     pub stop_after: Option<usize>,
     /// Threads per step: each takes a slice of the batch (with its own batch-norm
-    /// statistics). One thread per core nearly doubles throughput on two cores.
-    pub threads: usize,
+    /// statistics). One thread per core nearly doubles throughput on two cores. `None`: the
+    /// count a resumed run used (so that it goes on exactly), else one per core.
+    pub threads: Option<usize>,
     /// Shown progress bars.
     pub progress: bool,
     /// The command line, recorded in the weights metadata.
@@ -261,6 +262,23 @@ pub struct EpochLog {
     pub images_per_sec: f64,
 }
 
+impl EpochLog {
+    /// The row in `<out>.log.csv`.
+    fn csv_row(&self) -> String {
+        format!(
+            "{},{:.6},{:.5},{:.5},{:.5},{:.5},{:.2},{:.1}",
+            self.epoch,
+            self.lr,
+            self.train_loss,
+            self.train_acc,
+            self.val_loss,
+            self.val_acc,
+            self.secs,
+            self.images_per_sec
+        )
+    }
+}
+
 /// What `--resume` needs to continue.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct TrainState {
@@ -268,6 +286,42 @@ pub struct TrainState {
     pub best_val_acc: f64,
     pub best_epoch: usize,
     pub history: Vec<EpochLog>,
+    /// Worker threads per step (absent in states from before it was recorded).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// Key of the epoch count saved with the optimiser state.
+const OPT_EPOCHS: &str = "epochs_done";
+
+/// The epoch count saved with an optimiser state, if any.
+fn saved_epochs(saved: &HashMap<String, Tensor>) -> Option<usize> {
+    let v = saved
+        .get(OPT_EPOCHS)?
+        .flatten_all()
+        .ok()?
+        .to_vec1::<f64>()
+        .ok()?;
+    v.first().map(|&n| n as usize)
+}
+
+/// A resumed run's last checkpoint must be of the epoch its state says is done (a run cut off
+/// between saving the two would otherwise repeat or skip an epoch without a word).
+fn check_checkpoint_epoch(last: &Path, state_path: &Path, done: usize) -> Result<()> {
+    let file = weights::WeightsFile::read(last)?;
+    let epochs = file.spec.metadata.get("train_epochs").cloned();
+    if epochs.as_deref() == Some(done.to_string().as_str()) {
+        return Ok(());
+    }
+    Err(Error::weights(
+        last,
+        format!(
+            "holds epoch {}, but {} says {done} epochs are done: the run was cut off while \
+             saving; start it again without --resume",
+            epochs.as_deref().unwrap_or("(unrecorded)"),
+            state_path.display()
+        ),
+    ))
 }
 
 /// The result of a run.
@@ -634,6 +688,25 @@ pub fn train(
             ));
         }
     }
+    if let NetConfig::Vgg(v) = &cfg.net
+        && v.input_size >> v.widths.len() == 0
+    {
+        return Err(invalid(
+            "--widths",
+            format!(
+                "{} blocks halve a {}-pixel input to nothing; use at most {}",
+                v.widths.len(),
+                v.input_size,
+                v.input_size.max(1).ilog2()
+            ),
+        ));
+    }
+    if cfg.stop_after == Some(0) {
+        return Err(invalid(
+            "--stop-after",
+            "0 epochs: expected at least 1".into(),
+        ));
+    }
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let mut model = cfg.net.build(vb)?;
@@ -663,6 +736,7 @@ pub fn train(
             reason: format!("not a training state: {e}"),
         })?;
         load_into(&varmap, &last_path, true)?;
+        check_checkpoint_epoch(&last_path, &state_path, state.epochs_done)?;
     } else if let Some(init) = &cfg.init {
         load_into(&varmap, init, false)?;
     }
@@ -687,7 +761,14 @@ pub fn train(
     if cfg.resume {
         // Runs from before the optimiser state was saved resume with fresh moments.
         let restored = match candle_core::safetensors::load(&opt_path, &dev) {
-            Ok(saved) => opt.restore(&saved),
+            Ok(saved) => match saved_epochs(&saved) {
+                Some(n) if n == state.epochs_done => opt.restore(&saved),
+                Some(n) => Err(format!(
+                    "it is of epoch {n}, the run has done {}",
+                    state.epochs_done
+                )),
+                None => Err(format!("it has no {OPT_EPOCHS} entry")),
+            },
             Err(e) => Err(e.to_string()),
         };
         if let Err(why) = restored
@@ -715,27 +796,43 @@ pub fn train(
         .collect();
     let weights = Tensor::new(weights.as_slice(), &dev)?;
 
+    let threads = match (cfg.threads, state.threads) {
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    };
+    if cfg.progress
+        && let Some(before) = state.threads.filter(|&t| t != threads)
+    {
+        eprintln!(
+            "resuming with {threads} threads where the run used {before}: batch-norm statistics \
+             are taken per thread's slice, so it will not end exactly where an uninterrupted run would"
+        );
+    }
+    state.threads = Some(threads);
+
     let size = cfg.net.input_size() as u32;
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    // Rewritten from the state, so that rows of an epoch cut off before its checkpoint go.
+    let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let header = "epoch,lr,train_loss,train_acc,val_loss,val_acc,secs,images_per_sec";
+    std::iter::once(header.to_string())
+        .chain(state.history.iter().map(EpochLog::csv_row))
+        .try_for_each(|line| writeln!(log, "{line}"))
+        .and_then(|_| log.flush())
         .map_err(|e| Error::io(&log_path, e))?;
-    if state.epochs_done == 0 {
-        writeln!(
-            log,
-            "epoch,lr,train_loss,train_acc,val_loss,val_acc,secs,images_per_sec"
-        )
-        .map_err(|e| Error::io(&log_path, e))?;
-    }
-    let mut stopped_early = false;
+    let patience_spent = |s: &TrainState| {
+        cfg.patience > 0 && s.best_epoch > 0 && s.epochs_done - s.best_epoch >= cfg.patience
+    };
     let last_epoch = match cfg.stop_after {
         Some(n) => cfg.epochs.min(state.epochs_done + n),
         None => cfg.epochs,
     };
     for epoch in state.epochs_done..last_epoch {
+        // Checked first, so that resuming a run that stopped early trains nothing more.
+        if patience_spent(&state) {
+            break;
+        }
         let t0 = Instant::now();
         // Seeded per epoch, so that a resumed run draws what an uninterrupted one would.
         let mut rng = Rng::new(cfg.seed.wrapping_add(epoch as u64 * 7919));
@@ -768,14 +865,7 @@ pub fn train(
                 .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
                 .collect();
             let (loss, pred, grads) = forward_backward(
-                &model,
-                &imgs,
-                &labels,
-                size,
-                cfg.loss,
-                &weights,
-                &trainable,
-                cfg.threads,
+                &model, &imgs, &labels, size, cfg.loss, &weights, &trainable, threads,
             )?;
             opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
@@ -805,20 +895,9 @@ pub fn train(
             secs: t0.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_secs.max(1e-9),
         };
-        writeln!(
-            log,
-            "{},{:.6},{:.5},{:.5},{:.5},{:.5},{:.2},{:.1}",
-            row.epoch,
-            row.lr,
-            row.train_loss,
-            row.train_acc,
-            row.val_loss,
-            row.val_acc,
-            row.secs,
-            row.images_per_sec
-        )
-        .and_then(|_| log.flush())
-        .map_err(|e| Error::io(&log_path, e))?;
+        writeln!(log, "{}", row.csv_row())
+            .and_then(|_| log.flush())
+            .map_err(|e| Error::io(&log_path, e))?;
         if cfg.progress {
             eprintln!(
                 "epoch {}/{}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} | {:.0} img/s",
@@ -839,18 +918,25 @@ pub fn train(
             state.best_epoch = epoch + 1;
             save_varmap(&varmap, &cfg.out, &output_spec(cfg, &classes, &state))?;
         }
+        // Each file is replaced whole (written beside, then renamed), the state last: a run cut
+        // off while saving leaves either the previous epoch's set or a mismatch that `--resume`
+        // detects by the epoch each file records.
         save_varmap(&varmap, &last_path, &spec)?;
-        candle_core::safetensors::save(&opt.state()?, &opt_path)
+        let mut opt_state = opt.state()?;
+        opt_state.insert(
+            OPT_EPOCHS.into(),
+            Tensor::new(&[state.epochs_done as f64], &dev)?,
+        );
+        let opt_tmp = weights::temp_path(&opt_path);
+        candle_core::safetensors::save(&opt_state, &opt_tmp)
+            .and_then(|_| std::fs::rename(&opt_tmp, &opt_path).map_err(Into::into))
             .map_err(|e| Error::weights(&opt_path, format!("cannot save: {e}")))?;
         let json =
             serde_json::to_string_pretty(&state).map_err(|e| invalid("state", e.to_string()))?;
-        std::fs::write(&state_path, json).map_err(|e| Error::io(&state_path, e))?;
+        weights::write_replacing(&state_path, json.as_bytes())?;
         curves::save(&state.history, &side_path(&cfg.out, ".curves.png"))?;
-        if cfg.patience > 0 && state.epochs_done - state.best_epoch >= cfg.patience {
-            stopped_early = epoch + 1 < cfg.epochs;
-            break;
-        }
     }
+    let stopped_early = patience_spent(&state) && state.epochs_done < cfg.epochs;
     Ok(TrainSummary {
         out: cfg.out.clone(),
         best_val_acc: state.best_val_acc,
