@@ -401,5 +401,8 @@ fn too_many_blocks_for_the_input_are_refused() {
     let err = train(&dataset(2, 1), &dataset(1, 2), &cfg)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--widths") && err.contains("at most 4"), "{err}");
+    assert!(
+        err.contains("--widths") && err.contains("at most 4"),
+        "{err}"
+    );
 }

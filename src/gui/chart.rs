@@ -43,7 +43,12 @@ impl History {
     /// Draw one line per emotion, time in seconds before now on the x axis.
     pub fn show(&self, ui: &mut Ui, now: f64) {
         Plot::new("score-history")
-            .legend(Legend::default().position(egui_plot::Corner::LeftTop))
+            // In the bars' order, not alphabetical, so both read the same way.
+            .legend(
+                Legend::default()
+                    .position(egui_plot::Corner::LeftTop)
+                    .follow_insertion_order(true),
+            )
             .include_y(0.0)
             .include_y(1.0)
             .include_x(-HISTORY_SECS)
