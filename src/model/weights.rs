@@ -127,7 +127,7 @@ pub fn save(
 }
 
 /// The file a replacement for `path` is written to before it is renamed over `path`.
-pub fn temp_path(path: &Path) -> PathBuf {
+fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     path.with_file_name(name)

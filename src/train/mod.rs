@@ -307,9 +307,13 @@ fn saved_epochs(saved: &HashMap<String, Tensor>) -> Option<usize> {
 
 /// A resumed run's last checkpoint must be of the epoch its state says is done (a run cut off
 /// between saving the two would otherwise repeat or skip an epoch without a word).
-fn check_checkpoint_epoch(last: &Path, state_path: &Path, done: usize) -> Result<()> {
-    let file = weights::WeightsFile::read(last)?;
-    let epochs = file.spec.metadata.get("train_epochs").cloned();
+fn check_checkpoint_epoch(
+    spec: &ModelSpec,
+    last: &Path,
+    state_path: &Path,
+    done: usize,
+) -> Result<()> {
+    let epochs = spec.metadata.get("train_epochs").cloned();
     if epochs.as_deref() == Some(done.to_string().as_str()) {
         return Ok(());
     }
@@ -735,8 +739,8 @@ pub fn train(
             path: state_path.clone(),
             reason: format!("not a training state: {e}"),
         })?;
-        load_into(&varmap, &last_path, true)?;
-        check_checkpoint_epoch(&last_path, &state_path, state.epochs_done)?;
+        let last = load_into(&varmap, &last_path, true)?;
+        check_checkpoint_epoch(&last, &last_path, &state_path, state.epochs_done)?;
     } else if let Some(init) = &cfg.init {
         load_into(&varmap, init, false)?;
     }
@@ -927,10 +931,9 @@ pub fn train(
             OPT_EPOCHS.into(),
             Tensor::new(&[state.epochs_done as f64], &dev)?,
         );
-        let opt_tmp = weights::temp_path(&opt_path);
-        candle_core::safetensors::save(&opt_state, &opt_tmp)
-            .and_then(|_| std::fs::rename(&opt_tmp, &opt_path).map_err(Into::into))
-            .map_err(|e| Error::weights(&opt_path, format!("cannot save: {e}")))?;
+        let opt_bytes = safetensors::serialize(&opt_state, None)
+            .map_err(|e| Error::weights(&opt_path, format!("cannot serialise: {e}")))?;
+        weights::write_replacing(&opt_path, &opt_bytes)?;
         let json =
             serde_json::to_string_pretty(&state).map_err(|e| invalid("state", e.to_string()))?;
         weights::write_replacing(&state_path, json.as_bytes())?;
@@ -1101,8 +1104,8 @@ fn save_varmap(varmap: &VarMap, path: &Path, spec: &ModelSpec) -> Result<()> {
 
 /// Copy tensors from a weights file into the variables of the same name and shape. With
 /// `strict`, every variable must be found (resuming); otherwise mismatched ones (a new head)
-/// keep their fresh initialisation.
-fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<()> {
+/// keep their fresh initialisation. Returns what the file's metadata says.
+fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<ModelSpec> {
     let file = weights::WeightsFile::read(path)?;
     // Training always feeds faces scaled to [-1, 1]; weights learned on another scaling would
     // start from inputs they never saw and the output would claim the wrong scaling.
@@ -1149,5 +1152,5 @@ fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<()> {
             "no tensor matches the network being trained (is it the same architecture?)",
         ));
     }
-    Ok(())
+    Ok(file.spec)
 }
