@@ -194,6 +194,16 @@ struct TrainArgs {
     /// Start from these weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Distil from this model (any weights file the app loads, an ensemble too): the loss
+    /// also follows its probabilities for each training image.
+    #[arg(long, value_name = "FILE")]
+    teacher: Option<PathBuf>,
+    /// Share of the loss that follows the --teacher (0 to 1).
+    #[arg(long, default_value_t = 0.7, requires = "teacher")]
+    distill_weight: f64,
+    /// Temperature that softens the --teacher's and the net's distributions.
+    #[arg(long, default_value_t = 2.0, requires = "teacher")]
+    temperature: f64,
     /// Keep the first N blocks fixed.
     #[arg(long, default_value_t = 0)]
     freeze: usize,
@@ -493,7 +503,7 @@ fn load_split(path: &Path, usage: &str) -> Result<dataset::LabeledFaces> {
 
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
     use emocam::model::vgg::VggConfig;
-    use emocam::train::{Augment, LossKind, NetConfig, OptimizerKind, TrainConfig};
+    use emocam::train::{Augment, Distill, LossKind, NetConfig, OptimizerKind, TrainConfig};
     let net = match a.arch.as_str() {
         "vgg" => {
             let mut c = VggConfig::half_width(emocam::Emotion::COUNT);
@@ -560,6 +570,11 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
         class_weighting: a.class_weights,
         augment: (!a.no_augment).then(Augment::default),
         init: a.init,
+        distill: a.teacher.map(|teacher| Distill {
+            teacher,
+            weight: a.distill_weight,
+            temperature: a.temperature,
+        }),
         freeze: a.freeze,
         patience: a.patience,
         out,

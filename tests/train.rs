@@ -3,7 +3,9 @@
 
 use emocam::dataset::LabeledFaces;
 use emocam::model::vgg::VggConfig;
-use emocam::train::{Augment, LossKind, NetConfig, OptimizerKind, Rng, TrainConfig, train};
+use emocam::train::{
+    Augment, Distill, LossKind, NetConfig, OptimizerKind, Rng, TrainConfig, train,
+};
 use emocam::{Classifier, Emotion, eval};
 use image::GrayImage;
 
@@ -55,6 +57,7 @@ fn config(out: std::path::PathBuf) -> TrainConfig {
             contrast: 0.1,
         }),
         init: None,
+        distill: None,
         freeze: 0,
         patience: 0,
         out,
@@ -407,4 +410,75 @@ fn too_many_blocks_for_the_input_are_refused() {
         err.contains("--widths") && err.contains("at most 4"),
         "{err}"
     );
+}
+
+/// The same images with every label moved to the next class: a net that learns from these
+/// labels alone gets the validation set wrong.
+fn shifted_labels(mut set: LabeledFaces) -> LabeledFaces {
+    let classes = [Emotion::Angry, Emotion::Disgust, Emotion::Fear];
+    for l in &mut set.labels {
+        let k = classes.iter().position(|c| c == l).unwrap();
+        *l = classes[(k + 1) % 3];
+    }
+    set
+}
+
+#[test]
+fn distillation_learns_the_teachers_decisions_over_wrong_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, val) = (dataset(40, 1), dataset(15, 2));
+    let teacher = dir.path().join("teacher.safetensors");
+    let t = train(&tr, &val, &config(teacher.clone())).unwrap();
+    assert!(t.best_val_acc > 0.9, "teacher {}", t.best_val_acc);
+
+    let wrong = shifted_labels(tr.clone());
+    let student = |weight: f64, name: &str| {
+        let mut cfg = config(dir.path().join(name));
+        cfg.seed = 11;
+        cfg.distill = Some(Distill {
+            teacher: teacher.clone(),
+            weight,
+            temperature: 2.0,
+        });
+        train(&wrong, &val, &cfg).unwrap()
+    };
+    // All of the loss from the teacher: the wrong labels do not matter.
+    let taught = student(1.0, "taught.safetensors");
+    assert!(
+        taught.best_val_acc > 0.9,
+        "student of the teacher: {}",
+        taught.best_val_acc
+    );
+    // None of it: the student learns the wrong labels (so the test above can fail).
+    let alone = student(0.0, "alone.safetensors");
+    assert!(
+        alone.best_val_acc < 0.5,
+        "student of the labels: {}",
+        alone.best_val_acc
+    );
+    let meta = Classifier::load(&dir.path().join("taught.safetensors")).unwrap();
+    assert!(
+        meta.spec().metadata["train_teacher"].contains("teacher.safetensors"),
+        "{:?}",
+        meta.spec().metadata
+    );
+
+    // Settings out of range and a file that is not weights are refused before training.
+    let mut cfg = config(dir.path().join("bad.safetensors"));
+    cfg.distill = Some(Distill {
+        teacher: teacher.clone(),
+        weight: 1.5,
+        temperature: 2.0,
+    });
+    let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
+    assert!(err.contains("weight 1.5"), "{err}");
+    let not_weights = dir.path().join("notes.txt");
+    std::fs::write(&not_weights, "hello").unwrap();
+    cfg.distill = Some(Distill {
+        teacher: not_weights,
+        weight: 0.5,
+        temperature: 2.0,
+    });
+    let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
+    assert!(err.contains("notes.txt"), "{err}");
 }

@@ -23,7 +23,7 @@ use crate::emotion::Emotion;
 use crate::error::{Error, Result};
 use crate::model::mini_xception_train::TrainableMiniXception;
 use crate::model::vgg::{Vgg, VggConfig};
-use crate::model::{Architecture, InputScaling, ModelSpec, meta, preprocess, weights};
+use crate::model::{Architecture, Classifier, InputScaling, ModelSpec, meta, preprocess, weights};
 pub use augment::Augment;
 
 /// A small, seedable random generator (SplitMix64), so runs repeat exactly.
@@ -224,6 +224,8 @@ pub struct TrainConfig {
     pub augment: Option<Augment>,
     /// Start from these weights (fine-tuning); a new head is made if the class count differs.
     pub init: Option<PathBuf>,
+    /// Learn from a trained model's probabilities as well as from the labels.
+    pub distill: Option<Distill>,
     /// Keep the first N blocks fixed.
     pub freeze: usize,
     /// Stop after this many epochs without a better validation accuracy.
@@ -247,6 +249,108 @@ pub struct TrainConfig {
     pub command: String,
     /// Where the training data came from, recorded in the metadata.
     pub data_description: String,
+}
+
+/// Knowledge distillation: the loss also pulls the net towards a teacher's probabilities,
+/// which carry what the labels cannot (how alike two expressions look, and a second opinion
+/// on FER2013's mislabelled faces), so a small net can learn what a larger ensemble knows.
+#[derive(Debug, Clone)]
+pub struct Distill {
+    /// Any weights file the app loads, an ensemble included. It labels every training image
+    /// once, averaged with the mirror image so that flipped augmentations keep their target.
+    pub teacher: PathBuf,
+    /// Share of the loss that follows the teacher (0 to 1); the rest follows the labels.
+    pub weight: f64,
+    /// Both distributions are softened by this temperature (> 0; above 1 brings out the
+    /// teacher's ranking of the unlikely classes). The teacher's term is scaled by its square
+    /// so that its gradients keep their size.
+    pub temperature: f64,
+}
+
+/// The teacher's softened probabilities for one batch, rows in batch order.
+#[derive(Clone, Copy)]
+struct SoftTargets<'a> {
+    probs: &'a [f32],
+    weight: f64,
+    temperature: f64,
+}
+
+/// Softened teacher probabilities for every image of `set`, `classes.len()` per image in the
+/// student's class order. Runs on `threads` threads.
+fn teacher_targets(
+    d: &Distill,
+    set: &LabeledFaces,
+    classes: &[Emotion],
+    threads: usize,
+    progress: bool,
+) -> Result<Vec<f32>> {
+    let teacher = Classifier::load(&d.teacher)?;
+    if let Some(missing) = classes.iter().find(|c| !teacher.spec().classes.contains(c)) {
+        return Err(Error::InvalidInput {
+            what: format!("--teacher {}", d.teacher.display()),
+            reason: format!(
+                "the teacher has no '{missing}' class; it must score every class the net learns"
+            ),
+        });
+    }
+    let t0 = Instant::now();
+    let chunk = set.len().div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = set
+            .images
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, images)| {
+                let teacher = &teacher;
+                std::thread::Builder::new()
+                    .name(format!("teacher-{i}"))
+                    .spawn_scoped(s, move || {
+                        let mut out = Vec::with_capacity(images.len() * classes.len());
+                        for faces in images.chunks(64) {
+                            for scores in teacher.classify_tta(faces)? {
+                                out.extend(classes.iter().map(|c| scores.get(*c)));
+                            }
+                        }
+                        Ok(out)
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(Error::InvalidInput {
+                        what: "teacher".into(),
+                        reason: "a labelling thread panicked".into(),
+                    })
+                }),
+                Err(e) => Err(Error::InvalidInput {
+                    what: "teacher".into(),
+                    reason: format!("cannot start a labelling thread: {e}"),
+                }),
+            })
+            .collect()
+    });
+    let mut probs = Vec::with_capacity(set.len() * classes.len());
+    for p in parts {
+        probs.extend(p?);
+    }
+    // Softened: p^(1/T), renormalised (the softmax of log p / T).
+    for row in probs.chunks_mut(classes.len()) {
+        row.iter_mut()
+            .for_each(|p| *p = p.max(1e-8).powf(1.0 / d.temperature as f32));
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= sum);
+    }
+    if progress {
+        eprintln!(
+            "teacher {} labelled {} training images in {:.0} s",
+            teacher.name(),
+            set.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(probs)
 }
 
 /// Per-epoch figures.
@@ -530,22 +634,36 @@ fn forward_backward(
     size: u32,
     loss_kind: LossKind,
     weights: &Tensor,
+    soft: Option<SoftTargets>,
     vars: &[Var],
     threads: usize,
 ) -> candle_core::Result<(f64, Vec<u32>, GradStore)> {
     let dev = Device::Cpu;
     let denom = loss_denominator(loss_kind, labels, &weights.to_vec1::<f32>()?);
-    let part = |imgs: &[&image::GrayImage], labels: &[u32]| {
+    let whole = imgs.len();
+    let part = |imgs: &[&image::GrayImage], labels: &[u32], first: usize| {
         let x = batch(imgs, size, &dev)?;
         let y = Tensor::new(labels, &dev)?;
         let logits = model.forward_t(&x, true)?;
-        let loss = loss_fn(loss_kind, &logits, &y, weights, Some(denom))?;
+        let mut loss = loss_fn(loss_kind, &logits, &y, weights, Some(denom))?;
+        if let Some(s) = soft {
+            let c = logits.dim(1)?;
+            let rows = &s.probs[first * c..(first + imgs.len()) * c];
+            let q = Tensor::from_slice(rows, (imgs.len(), c), &dev)?;
+            let t = s.temperature;
+            let logp = candle_nn::ops::log_softmax(&(&logits / t)?, D::Minus1)?;
+            // KL divergence from the teacher, per image of the whole batch: 0 when the net
+            // agrees (the teacher's entropy, a constant, is taken out so the logged loss reads
+            // as disagreement; targets are never 0, see `teacher_targets`).
+            let kd = ((&q * (q.log()? - logp)?)?.sum_all()? * (t * t / whole as f64))?;
+            loss = ((loss * (1.0 - s.weight))? + (kd * s.weight)?)?;
+        }
         let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
         Ok::<_, candle_core::Error>((loss.to_scalar::<f32>()? as f64, pred, loss.backward()?))
     };
     let parts = threads.clamp(1, imgs.len().max(1));
     let result = if parts == 1 {
-        part(imgs, labels)
+        part(imgs, labels, 0)
     } else {
         let chunk = imgs.len().div_ceil(parts);
         let results: Vec<candle_core::Result<_>> = std::thread::scope(|s| {
@@ -556,7 +674,7 @@ fn forward_backward(
                 .map(|(i, (im, lb))| {
                     std::thread::Builder::new()
                         .name(format!("train-worker-{i}"))
-                        .spawn_scoped(s, move || part(im, lb))
+                        .spawn_scoped(s, move || part(im, lb, i * chunk))
                 })
                 .collect();
             handles
@@ -675,6 +793,18 @@ pub fn train(
             format!(
                 "batch size {}, epochs {}, lr {}: expected positive values and lr < 10",
                 cfg.batch_size, cfg.epochs, cfg.lr
+            ),
+        ));
+    }
+    if let Some(d) = &cfg.distill
+        && !((0.0..=1.0).contains(&d.weight) && d.temperature > 0.0 && d.temperature <= 100.0)
+    {
+        return Err(invalid(
+            "distillation settings",
+            format!(
+                "weight {}, temperature {}: expected a weight from 0 to 1 and a temperature \
+                 above 0 (at most 100)",
+                d.weight, d.temperature
             ),
         ));
     }
@@ -813,6 +943,16 @@ pub fn train(
         );
     }
     state.threads = Some(threads);
+    let teacher_probs = match &cfg.distill {
+        Some(d) => Some(teacher_targets(
+            d,
+            train_set,
+            &classes,
+            threads,
+            cfg.progress,
+        )?),
+        None => None,
+    };
 
     let size = cfg.net.input_size() as u32;
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
@@ -868,8 +1008,24 @@ pub fn train(
                 .iter()
                 .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
                 .collect();
+            let rows: Vec<f32>;
+            let soft = match (&cfg.distill, &teacher_probs) {
+                (Some(d), Some(table)) => {
+                    let c = classes.len();
+                    rows = idx
+                        .iter()
+                        .flat_map(|&i| table[i * c..(i + 1) * c].iter().copied())
+                        .collect();
+                    Some(SoftTargets {
+                        probs: &rows,
+                        weight: d.weight,
+                        temperature: d.temperature,
+                    })
+                }
+                _ => None,
+            };
             let (loss, pred, grads) = forward_backward(
-                &model, &imgs, &labels, size, cfg.loss, &weights, &trainable, threads,
+                &model, &imgs, &labels, size, cfg.loss, &weights, soft, &trainable, threads,
             )?;
             opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
@@ -992,6 +1148,7 @@ pub fn bench_step(
             s,
             LossKind::CrossEntropy,
             &weights,
+            None,
             &vars,
             threads,
         )?;
@@ -1060,6 +1217,17 @@ fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> Mo
     metadata.insert("train_command".into(), cfg.command.clone());
     if let Some(init) = &cfg.init {
         metadata.insert("train_init".into(), init.display().to_string());
+    }
+    if let Some(d) = &cfg.distill {
+        metadata.insert(
+            "train_teacher".into(),
+            format!(
+                "{} (weight {}, temperature {})",
+                d.teacher.display(),
+                d.weight,
+                d.temperature
+            ),
+        );
     }
     let architecture = cfg.net.architecture();
     ModelSpec {
