@@ -481,4 +481,33 @@ fn distillation_learns_the_teachers_decisions_over_wrong_labels() {
     });
     let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
     assert!(err.contains("notes.txt"), "{err}");
+
+    // A teacher that cannot score one of the student's classes is refused, naming the class.
+    let two = |set: &LabeledFaces| {
+        let mut out = LabeledFaces::default();
+        for (img, l) in set.images.iter().zip(&set.labels) {
+            if *l != Emotion::Fear {
+                out.images.push(img.clone());
+                out.labels.push(*l);
+            }
+        }
+        out
+    };
+    let small = dir.path().join("two-classes.safetensors");
+    let mut two_cfg = config(small.clone());
+    two_cfg.epochs = 1;
+    if let NetConfig::Vgg(v) = &mut two_cfg.net {
+        v.classes = 2;
+    }
+    train(&two(&tr), &two(&val), &two_cfg).unwrap();
+    cfg.distill = Some(Distill {
+        teacher: small,
+        weight: 0.5,
+        temperature: 2.0,
+    });
+    let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("two-classes.safetensors") && err.contains("fear"),
+        "{err}"
+    );
 }
