@@ -275,6 +275,37 @@ struct SoftTargets<'a> {
     temperature: f64,
 }
 
+/// Run `f` on each `chunk`-long range of `0..len` on a thread of its own (named `{name}-{i}`);
+/// the results come back in order, `Err` with a message for a thread that could not start or
+/// panicked.
+fn on_threads<T: Send>(
+    len: usize,
+    chunk: usize,
+    name: &str,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<std::result::Result<T, String>> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..len)
+            .step_by(chunk.max(1))
+            .enumerate()
+            .map(|(i, start)| {
+                let range = start..(start + chunk).min(len);
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn_scoped(s, move || f(range))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().map_err(|_| format!("a {name} thread panicked")),
+                Err(e) => Err(format!("cannot start a {name} thread: {e}")),
+            })
+            .collect()
+    })
+}
+
 /// Softened teacher probabilities for every image of `set`, `classes.len()` per image in the
 /// student's class order. Runs on `threads` threads.
 fn teacher_targets(
@@ -295,45 +326,21 @@ fn teacher_targets(
     }
     let t0 = Instant::now();
     let chunk = set.len().div_ceil(threads.max(1)).max(1);
-    let parts: Vec<Result<Vec<f32>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = set
-            .images
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, images)| {
-                let teacher = &teacher;
-                std::thread::Builder::new()
-                    .name(format!("teacher-{i}"))
-                    .spawn_scoped(s, move || {
-                        let mut out = Vec::with_capacity(images.len() * classes.len());
-                        for faces in images.chunks(64) {
-                            for scores in teacher.classify_tta(faces)? {
-                                out.extend(classes.iter().map(|c| scores.get(*c)));
-                            }
-                        }
-                        Ok(out)
-                    })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(Error::InvalidInput {
-                        what: "teacher".into(),
-                        reason: "a labelling thread panicked".into(),
-                    })
-                }),
-                Err(e) => Err(Error::InvalidInput {
-                    what: "teacher".into(),
-                    reason: format!("cannot start a labelling thread: {e}"),
-                }),
-            })
-            .collect()
+    let parts = on_threads(set.len(), chunk, "teacher", |r| {
+        let mut out = Vec::with_capacity(r.len() * classes.len());
+        for faces in set.images[r].chunks(64) {
+            for scores in teacher.classify_tta(faces)? {
+                out.extend(classes.iter().map(|c| scores.get(*c)));
+            }
+        }
+        Ok::<_, Error>(out)
     });
     let mut probs = Vec::with_capacity(set.len() * classes.len());
     for p in parts {
-        probs.extend(p?);
+        probs.extend(p.map_err(|reason| Error::InvalidInput {
+            what: "teacher".into(),
+            reason,
+        })??);
     }
     // Softened: p^(1/T), renormalised (the softmax of log p / T).
     for row in probs.chunks_mut(classes.len()) {
@@ -666,32 +673,12 @@ fn forward_backward(
         part(imgs, labels, 0)
     } else {
         let chunk = imgs.len().div_ceil(parts);
-        let results: Vec<candle_core::Result<_>> = std::thread::scope(|s| {
-            let handles: Vec<_> = imgs
-                .chunks(chunk)
-                .zip(labels.chunks(chunk))
-                .enumerate()
-                .map(|(i, (im, lb))| {
-                    std::thread::Builder::new()
-                        .name(format!("train-worker-{i}"))
-                        .spawn_scoped(s, move || part(im, lb, i * chunk))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| match h {
-                    Ok(h) => h.join().unwrap_or_else(|_| {
-                        Err(candle_core::Error::Msg("a training worker panicked".into()))
-                    }),
-                    Err(e) => Err(candle_core::Error::Msg(format!(
-                        "cannot start a training worker: {e}"
-                    ))),
-                })
-                .collect()
+        let results = on_threads(imgs.len(), chunk, "train-worker", |r| {
+            part(&imgs[r.clone()], &labels[r.clone()], r.start)
         });
         let mut done = Vec::with_capacity(results.len());
         for r in results {
-            done.push(r?);
+            done.push(r.map_err(candle_core::Error::Msg)??);
         }
         let loss = done.iter().map(|(l, _, _)| l).sum::<f64>();
         let pred: Vec<u32> = done.iter().flat_map(|(_, p, _)| p.clone()).collect();
@@ -943,17 +930,6 @@ pub fn train(
         );
     }
     state.threads = Some(threads);
-    let teacher_probs = match &cfg.distill {
-        Some(d) => Some(teacher_targets(
-            d,
-            train_set,
-            &classes,
-            threads,
-            cfg.progress,
-        )?),
-        None => None,
-    };
-
     let size = cfg.net.input_size() as u32;
     let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -971,6 +947,14 @@ pub fn train(
     let last_epoch = match cfg.stop_after {
         Some(n) => cfg.epochs.min(state.epochs_done + n),
         None => cfg.epochs,
+    };
+    // Labelled only when an epoch will train (a finished or early-stopped run resumed skips it).
+    let teacher = match &cfg.distill {
+        Some(d) if state.epochs_done < last_epoch && !patience_spent(&state) => Some((
+            d,
+            teacher_targets(d, train_set, &classes, threads, cfg.progress)?,
+        )),
+        _ => None,
     };
     for epoch in state.epochs_done..last_epoch {
         // Checked first, so that resuming a run that stopped early trains nothing more.
@@ -1009,20 +993,19 @@ pub fn train(
                 .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
                 .collect();
             let rows: Vec<f32>;
-            let soft = match (&cfg.distill, &teacher_probs) {
-                (Some(d), Some(table)) => {
-                    let c = classes.len();
-                    rows = idx
-                        .iter()
-                        .flat_map(|&i| table[i * c..(i + 1) * c].iter().copied())
-                        .collect();
-                    Some(SoftTargets {
-                        probs: &rows,
-                        weight: d.weight,
-                        temperature: d.temperature,
-                    })
-                }
-                _ => None,
+            let soft = if let Some((d, table)) = &teacher {
+                let c = classes.len();
+                rows = idx
+                    .iter()
+                    .flat_map(|&i| table[i * c..(i + 1) * c].iter().copied())
+                    .collect();
+                Some(SoftTargets {
+                    probs: &rows,
+                    weight: d.weight,
+                    temperature: d.temperature,
+                })
+            } else {
+                None
             };
             let (loss, pred, grads) = forward_backward(
                 &model, &imgs, &labels, size, cfg.loss, &weights, soft, &trainable, threads,
