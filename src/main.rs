@@ -39,7 +39,7 @@ struct AppArgs {
     camera: Option<u32>,
     #[command(flatten)]
     source: SourceArgs,
-    /// Weights file (.safetensors) to start with; default: the built-in mini-Xception.
+    /// Weights file (.safetensors) to start with; default: the built-in model (weights/emocam-fer2013.safetensors).
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Folder for recordings.
@@ -71,7 +71,7 @@ struct SourceArgs {
 enum Command {
     /// Detect faces in image files and print each face's box and emotion scores.
     Predict {
-        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        /// Weights file (.safetensors); default: the built-in model (weights/emocam-fer2013.safetensors).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Output format.
@@ -88,7 +88,7 @@ enum Command {
     Run {
         #[command(flatten)]
         source: SourceArgs,
-        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        /// Weights file (.safetensors); default: the built-in model (weights/emocam-fer2013.safetensors).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Write one row per face per processed frame to this CSV file.
@@ -124,7 +124,7 @@ enum Command {
         /// A folder of <class>/<images> or a FER2013 CSV (emotion,pixels[,Usage]).
         #[arg(long)]
         data: PathBuf,
-        /// Weights file (.safetensors); default: the built-in mini-Xception.
+        /// Weights file (.safetensors); default: the built-in model (weights/emocam-fer2013.safetensors).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Only CSV rows whose Usage column equals this (e.g. PublicTest).
@@ -137,6 +137,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// End quietly when the reader of stdout goes away (`emocam eval ... | head`), as command-line
+/// tools do; Rust ignores SIGPIPE, so `println!` would panic with a backtrace instead.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Options of `emocam train`.
@@ -204,6 +214,10 @@ struct TrainArgs {
     /// Temperature that softens the --teacher's and the net's distributions.
     #[arg(long, default_value_t = 2.0, requires = "teacher")]
     temperature: f64,
+    /// Train the net to complement this model: losses and the validation accuracy that picks
+    /// the best epoch are those of the two averaged (make the pair with `emocam ensemble`).
+    #[arg(long, value_name = "FILE")]
+    partner: Option<PathBuf>,
     /// Keep the first N blocks fixed.
     #[arg(long, default_value_t = 0)]
     freeze: usize,
@@ -251,6 +265,7 @@ enum Format {
 
 fn main() -> ExitCode {
     emocam::model::init_cpu_runtime();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Predict {
@@ -575,6 +590,7 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             weight: a.distill_weight,
             temperature: a.temperature,
         }),
+        partner: a.partner,
         freeze: a.freeze,
         patience: a.patience,
         out,

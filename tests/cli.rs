@@ -154,3 +154,26 @@ fn eval_json_on_a_fer2013_csv() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no samples with Usage \"Nope\""));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_without_a_panic() {
+    // `emocam eval ... | head -1`: stdout is a pipe whose reader has already gone.
+    let dir = tempfile::tempdir().unwrap();
+    for class in ["happy", "sad"] {
+        std::fs::create_dir(dir.path().join(class)).unwrap();
+        image::GrayImage::from_pixel(48, 48, image::Luma([120]))
+            .save(dir.path().join(class).join("face.png"))
+            .unwrap();
+    }
+    let mut child = emocam()
+        .args(["eval", "--data"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -58,6 +58,7 @@ fn config(out: std::path::PathBuf) -> TrainConfig {
         }),
         init: None,
         distill: None,
+        partner: None,
         freeze: 0,
         patience: 0,
         out,
@@ -203,7 +204,8 @@ fn fine_tuning_with_frozen_blocks_leaves_them_bit_identical() {
     let first = dir.path().join("first.safetensors");
     let (tr, val) = (dataset(20, 4), dataset(8, 5));
     let mut cfg = config(first.clone());
-    cfg.epochs = 2;
+    cfg.epochs = 1;
+    cfg.lr = 0.003;
     train(&tr, &val, &cfg).unwrap();
 
     let tuned = dir.path().join("tuned.safetensors");
@@ -509,5 +511,94 @@ fn distillation_learns_the_teachers_decisions_over_wrong_labels() {
     assert!(
         err.contains("two-classes.safetensors") && err.contains("fear"),
         "{err}"
+    );
+}
+
+/// `set` with every 'fear' face labelled 'angry'.
+fn fear_called_angry(mut set: LabeledFaces) -> LabeledFaces {
+    for l in &mut set.labels {
+        if *l == Emotion::Fear {
+            *l = Emotion::Angry;
+        }
+    }
+    set
+}
+
+#[test]
+fn a_partner_trained_net_makes_the_pair_right_where_the_partner_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, val) = (dataset(40, 1), dataset(15, 2));
+    // The partner is sure that fear is anger: alone it is right on two classes of three.
+    let partner = dir.path().join("partner.safetensors");
+    let mut cfg = config(partner.clone());
+    cfg.epochs = 1;
+    cfg.lr = 0.003;
+    train(&fear_called_angry(tr.clone()), &val, &cfg).unwrap();
+    let alone = eval::evaluate(&Classifier::load(&partner).unwrap(), &val, false).unwrap();
+    assert!(
+        (0.6..0.7).contains(&alone.accuracy),
+        "partner alone {}",
+        alone.accuracy
+    );
+
+    let pair_accuracy = |net: &std::path::Path, name: &str| {
+        let pair = dir.path().join(name);
+        emocam::model::ensemble::combine(&[net, &partner], &pair, "pair", &[]).unwrap();
+        eval::evaluate(&Classifier::load(&pair).unwrap(), &val, false)
+            .unwrap()
+            .accuracy
+    };
+    let net = |with_partner: bool, name: &str| {
+        let out = dir.path().join(name);
+        let mut cfg = config(out.clone());
+        cfg.partner = with_partner.then(|| partner.clone());
+        (train(&tr, &val, &cfg).unwrap(), out)
+    };
+    let (paired, paired_out) = net(true, "paired.safetensors");
+    let (plain, plain_out) = net(false, "plain.safetensors");
+    // The accuracy training reports and selects on is the pair's, as `ensemble` makes it.
+    let pair = pair_accuracy(&paired_out, "pair.safetensors");
+    assert!(
+        (paired.best_val_acc - pair).abs() < 1e-9,
+        "reported {} vs the ensemble's {pair}",
+        paired.best_val_acc
+    );
+    let plain_pair = pair_accuracy(&plain_out, "plain-pair.safetensors");
+    eprintln!(
+        "pair with a partner-trained net {pair:.3}, with a net trained alone {plain_pair:.3} \
+         (alone {:.3})",
+        plain.best_val_acc
+    );
+    assert!(pair > 0.9, "pair {pair}");
+    let spec = Classifier::load(&paired_out).unwrap().spec().clone();
+    assert!(
+        spec.metadata["train_partner"].contains("partner.safetensors")
+            && spec.name.contains("averaged with partner.safetensors"),
+        "{:?}",
+        spec
+    );
+
+    // A file that is not weights is refused, named, before any training.
+    let not_weights = dir.path().join("notes.txt");
+    std::fs::write(&not_weights, "hello").unwrap();
+    let mut cfg = config(dir.path().join("bad.safetensors"));
+    cfg.partner = Some(not_weights);
+    let err = train(&tr, &val, &cfg).unwrap_err().to_string();
+    assert!(err.contains("notes.txt"), "{err}");
+}
+
+#[test]
+fn the_mse_loss_learns_too() {
+    // candle's fused softmax has no backward pass: an MSE loss built on it trained nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, val) = (dataset(40, 1), dataset(15, 2));
+    let mut cfg = config(dir.path().join("mse.safetensors"));
+    cfg.loss = LossKind::Mse;
+    let s = train(&tr, &val, &cfg).unwrap();
+    assert!(s.best_val_acc > 0.9, "{:?}", s.history);
+    assert!(
+        s.history.last().unwrap().train_loss < s.history[0].train_loss,
+        "{:?}",
+        s.history
     );
 }

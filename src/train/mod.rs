@@ -226,6 +226,11 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// Learn from a trained model's probabilities as well as from the labels.
     pub distill: Option<Distill>,
+    /// Train the net to complement this model (any weights file the app loads): every loss,
+    /// and the validation accuracy that picks the best epoch, are those of the average of the
+    /// two nets' probabilities, the pair that `emocam ensemble` makes of the output and this
+    /// file. The net learns what the partner gets wrong instead of repeating what it knows.
+    pub partner: Option<PathBuf>,
     /// Keep the first N blocks fixed.
     pub freeze: usize,
     /// Stop after this many epochs without a better validation accuracy.
@@ -306,6 +311,66 @@ fn on_threads<T: Send>(
     })
 }
 
+/// Load a model that helps training (`flag` names the option, for messages); it must score
+/// every class the net learns.
+fn load_helper(flag: &str, path: &Path, classes: &[Emotion]) -> Result<Classifier> {
+    let model = Classifier::load(path)?;
+    if let Some(missing) = classes.iter().find(|c| !model.spec().classes.contains(c)) {
+        return Err(Error::InvalidInput {
+            what: format!("{flag} {}", path.display()),
+            reason: format!(
+                "it has no '{missing}' class; it must score every class the net learns"
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// `model`'s probabilities for every image of `set`, `classes.len()` per image in the net's
+/// class order, on `threads` threads; `tta` averages each image with its mirror image.
+fn probability_table(
+    model: &Classifier,
+    set: &LabeledFaces,
+    classes: &[Emotion],
+    threads: usize,
+    tta: bool,
+) -> Result<Vec<f32>> {
+    let chunk = set.len().div_ceil(threads.max(1)).max(1);
+    let parts = on_threads(set.len(), chunk, "scorer", |r| {
+        let mut out = Vec::with_capacity(r.len() * classes.len());
+        for faces in set.images[r].chunks(64) {
+            let scores = if tta {
+                model.classify_tta(faces)?
+            } else {
+                model.classify(faces)?
+            };
+            for s in scores {
+                out.extend(classes.iter().map(|c| s.get(*c)));
+            }
+        }
+        Ok::<_, Error>(out)
+    });
+    let mut probs = Vec::with_capacity(set.len() * classes.len());
+    for p in parts {
+        probs.extend(p.map_err(|reason| Error::InvalidInput {
+            what: model.name().to_string(),
+            reason,
+        })??);
+    }
+    Ok(probs)
+}
+
+/// Rows of probabilities softened by temperature `t`: p^(1/t), renormalised (the softmax of
+/// log p / t). Never 0, so that logarithms of them stay finite.
+fn soften(probs: &mut [f32], classes: usize, t: f64) {
+    for row in probs.chunks_mut(classes) {
+        row.iter_mut()
+            .for_each(|p| *p = p.max(1e-8).powf(1.0 / t as f32));
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= sum);
+    }
+}
+
 /// Softened teacher probabilities for every image of `set`, `classes.len()` per image in the
 /// student's class order. Runs on `threads` threads.
 fn teacher_targets(
@@ -315,40 +380,10 @@ fn teacher_targets(
     threads: usize,
     progress: bool,
 ) -> Result<Vec<f32>> {
-    let teacher = Classifier::load(&d.teacher)?;
-    if let Some(missing) = classes.iter().find(|c| !teacher.spec().classes.contains(c)) {
-        return Err(Error::InvalidInput {
-            what: format!("--teacher {}", d.teacher.display()),
-            reason: format!(
-                "the teacher has no '{missing}' class; it must score every class the net learns"
-            ),
-        });
-    }
+    let teacher = load_helper("--teacher", &d.teacher, classes)?;
     let t0 = Instant::now();
-    let chunk = set.len().div_ceil(threads.max(1)).max(1);
-    let parts = on_threads(set.len(), chunk, "teacher", |r| {
-        let mut out = Vec::with_capacity(r.len() * classes.len());
-        for faces in set.images[r].chunks(64) {
-            for scores in teacher.classify_tta(faces)? {
-                out.extend(classes.iter().map(|c| scores.get(*c)));
-            }
-        }
-        Ok::<_, Error>(out)
-    });
-    let mut probs = Vec::with_capacity(set.len() * classes.len());
-    for p in parts {
-        probs.extend(p.map_err(|reason| Error::InvalidInput {
-            what: "teacher".into(),
-            reason,
-        })??);
-    }
-    // Softened: p^(1/T), renormalised (the softmax of log p / T).
-    for row in probs.chunks_mut(classes.len()) {
-        row.iter_mut()
-            .for_each(|p| *p = p.max(1e-8).powf(1.0 / d.temperature as f32));
-        let sum: f32 = row.iter().sum();
-        row.iter_mut().for_each(|p| *p /= sum);
-    }
+    let mut probs = probability_table(&teacher, set, classes, threads, true)?;
+    soften(&mut probs, classes.len(), d.temperature);
     if progress {
         eprintln!(
             "teacher {} labelled {} training images in {:.0} s",
@@ -358,6 +393,15 @@ fn teacher_targets(
         );
     }
     Ok(probs)
+}
+
+/// A partner's probabilities: for the training images averaged with their mirror images (so
+/// that flipped augmentations keep them), for the validation images exactly as the pair's
+/// ensemble will compute them.
+struct PartnerTables {
+    name: String,
+    train: Vec<f32>,
+    val: Vec<f32>,
 }
 
 /// Per-epoch figures.
@@ -642,6 +686,7 @@ fn forward_backward(
     loss_kind: LossKind,
     weights: &Tensor,
     soft: Option<SoftTargets>,
+    partner: Option<&[f32]>,
     vars: &[Var],
     threads: usize,
 ) -> candle_core::Result<(f64, Vec<u32>, GradStore)> {
@@ -652,20 +697,21 @@ fn forward_backward(
         let x = batch(imgs, size, &dev)?;
         let y = Tensor::new(labels, &dev)?;
         let logits = model.forward_t(&x, true)?;
-        let mut loss = loss_fn(loss_kind, &logits, &y, weights, Some(denom))?;
+        let (n, c) = (imgs.len(), logits.dim(1)?);
+        let mate = partner.map(|m| &m[first * c..(first + n) * c]);
+        let logp = judged_log_probs(&logits, mate, 1.0)?;
+        let mut loss = loss_fn(loss_kind, &logp, &y, weights, Some(denom))?;
         if let Some(s) = soft {
-            let c = logits.dim(1)?;
-            let rows = &s.probs[first * c..(first + imgs.len()) * c];
-            let q = Tensor::from_slice(rows, (imgs.len(), c), &dev)?;
+            let q = Tensor::from_slice(&s.probs[first * c..(first + n) * c], (n, c), &dev)?;
             let t = s.temperature;
-            let logp = candle_nn::ops::log_softmax(&(&logits / t)?, D::Minus1)?;
+            let logp_t = judged_log_probs(&logits, mate, t)?;
             // KL divergence from the teacher, per image of the whole batch: 0 when the net
             // agrees (the teacher's entropy, a constant, is taken out so the logged loss reads
             // as disagreement; targets are never 0, see `teacher_targets`).
-            let kd = ((&q * (q.log()? - logp)?)?.sum_all()? * (t * t / whole as f64))?;
+            let kd = ((&q * (q.log()? - logp_t)?)?.sum_all()? * (t * t / whole as f64))?;
             loss = ((loss * (1.0 - s.weight))? + (kd * s.weight)?)?;
         }
-        let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        let pred: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
         Ok::<_, candle_core::Error>((loss.to_scalar::<f32>()? as f64, pred, loss.backward()?))
     };
     let parts = threads.clamp(1, imgs.len().max(1));
@@ -716,17 +762,42 @@ fn batch(images: &[&image::GrayImage], size: u32, dev: &Device) -> candle_core::
     )
 }
 
-/// Loss over a batch; `weights` are per-class (length = classes).
+/// Log-probabilities of what training judges, at temperature `t`: the net's own, or, with a
+/// partner's probabilities for the same images (rows `(N, classes)`, softened by the same `t`
+/// here), those of the pair's average, whose gradients reach the net through its half.
+fn judged_log_probs(
+    logits: &Tensor,
+    partner: Option<&[f32]>,
+    t: f64,
+) -> candle_core::Result<Tensor> {
+    let scaled = if t == 1.0 {
+        logits.clone()
+    } else {
+        (logits / t)?
+    };
+    let Some(rows) = partner else {
+        return candle_nn::ops::log_softmax(&scaled, D::Minus1);
+    };
+    let mut rows = rows.to_vec();
+    soften(&mut rows, logits.dim(1)?, t);
+    let m = Tensor::from_slice(&rows, logits.dims2()?, logits.device())?;
+    // Not `softmax_last_dim`: candle's fused softmax has no backward pass, and no gradient
+    // would reach the net.
+    let p = candle_nn::ops::log_softmax(&scaled, D::Minus1)?.exp()?;
+    ((p + m)? * 0.5)?.log()
+}
+
+/// Loss over a batch from its log-probabilities `logp` (see [`judged_log_probs`]); `weights`
+/// are per-class (length = classes).
 fn loss_fn(
     kind: LossKind,
-    logits: &Tensor,
+    logp: &Tensor,
     labels: &Tensor,
     weights: &Tensor,
     denominator: Option<f64>,
 ) -> candle_core::Result<Tensor> {
     match kind {
         LossKind::CrossEntropy => {
-            let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
             let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
             let w = weights.index_select(labels, 0)?;
             let denom = match denominator {
@@ -736,9 +807,9 @@ fn loss_fn(
             (picked * &w)?.sum_all()?.neg()? / denom
         }
         LossKind::Mse => {
-            let p = candle_nn::ops::softmax_last_dim(logits)?;
-            let onehot = candle_nn::encoding::one_hot(labels.clone(), logits.dim(1)?, 1f32, 0f32)?;
-            let denom = denominator.unwrap_or(logits.elem_count() as f64);
+            let p = logp.exp()?;
+            let onehot = candle_nn::encoding::one_hot(labels.clone(), logp.dim(1)?, 1f32, 0f32)?;
+            let denom = denominator.unwrap_or(logp.elem_count() as f64);
             (p - onehot)?.sqr()?.sum_all()? / denom
         }
     }
@@ -956,6 +1027,27 @@ pub fn train(
         )),
         _ => None,
     };
+    let partner = match &cfg.partner {
+        Some(p) if state.epochs_done < last_epoch && !patience_spent(&state) => {
+            let t0 = Instant::now();
+            let model = load_helper("--partner", p, &classes)?;
+            let tables = PartnerTables {
+                name: model.name().to_string(),
+                train: probability_table(&model, train_set, &classes, threads, true)?,
+                val: probability_table(&model, val_set, &classes, threads, false)?,
+            };
+            if cfg.progress {
+                eprintln!(
+                    "partner {} scored the training and validation images in {:.0} s; losses and \
+                     accuracies below are those of the pair",
+                    tables.name,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            Some(tables)
+        }
+        _ => None,
+    };
     for epoch in state.epochs_done..last_epoch {
         // Checked first, so that resuming a run that stopped early trains nothing more.
         if patience_spent(&state) {
@@ -1007,8 +1099,20 @@ pub fn train(
             } else {
                 None
             };
+            let mate: Vec<f32>;
+            let mate = match &partner {
+                Some(p) => {
+                    let c = classes.len();
+                    mate = idx
+                        .iter()
+                        .flat_map(|&i| p.train[i * c..(i + 1) * c].iter().copied())
+                        .collect();
+                    Some(mate.as_slice())
+                }
+                None => None,
+            };
             let (loss, pred, grads) = forward_backward(
-                &model, &imgs, &labels, size, cfg.loss, &weights, soft, &trainable, threads,
+                &model, &imgs, &labels, size, cfg.loss, &weights, soft, mate, &trainable, threads,
             )?;
             opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
@@ -1024,7 +1128,15 @@ pub fn train(
             }
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let (val_loss, val_acc) = evaluate(&model, val_set, &classes, size, cfg.loss, &weights)?;
+        let (val_loss, val_acc) = evaluate(
+            &model,
+            val_set,
+            &classes,
+            size,
+            cfg.loss,
+            &weights,
+            partner.as_ref().map(|p| p.val.as_slice()),
+        )?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
@@ -1132,6 +1244,7 @@ pub fn bench_step(
             LossKind::CrossEntropy,
             &weights,
             None,
+            None,
             &vars,
             threads,
         )?;
@@ -1157,7 +1270,8 @@ fn progress_bar(
     Some(bar)
 }
 
-/// Validation loss and accuracy (inference mode).
+/// Validation loss and accuracy (inference mode); with a partner's probabilities for `set`,
+/// those of the pair.
 fn evaluate(
     model: &TrainNet,
     set: &LabeledFaces,
@@ -1165,10 +1279,17 @@ fn evaluate(
     size: u32,
     kind: LossKind,
     weights: &Tensor,
+    partner: Option<&[f32]>,
 ) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
     let (mut loss_sum, mut correct) = (0f64, 0usize);
-    for (imgs, labels) in set.images.chunks(128).zip(set.labels.chunks(128)) {
+    let chunk = 128;
+    for (k, (imgs, labels)) in set
+        .images
+        .chunks(chunk)
+        .zip(set.labels.chunks(chunk))
+        .enumerate()
+    {
         let refs: Vec<&image::GrayImage> = imgs.iter().collect();
         let x = batch(&refs, size, &dev)?;
         let ids: Vec<u32> = labels
@@ -1177,9 +1298,12 @@ fn evaluate(
             .collect();
         let y = Tensor::new(ids.as_slice(), &dev)?;
         let logits = model.forward_t(&x, false)?;
-        loss_sum += loss_fn(kind, &logits, &y, weights, None)?.to_scalar::<f32>()? as f64
-            * imgs.len() as f64;
-        let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        let c = classes.len();
+        let mate = partner.map(|m| &m[k * chunk * c..(k * chunk + imgs.len()) * c]);
+        let logp = judged_log_probs(&logits, mate, 1.0)?;
+        loss_sum +=
+            loss_fn(kind, &logp, &y, weights, None)?.to_scalar::<f32>()? as f64 * imgs.len() as f64;
+        let pred: Vec<u32> = logp.argmax(D::Minus1)?.to_vec1()?;
         correct += pred.iter().zip(&ids).filter(|(p, l)| p == l).count();
     }
     Ok((
@@ -1212,21 +1336,35 @@ fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> Mo
             ),
         );
     }
+    if let Some(p) = &cfg.partner {
+        metadata.insert("train_partner".into(), p.display().to_string());
+    }
     let architecture = cfg.net.architecture();
+    // A net trained as a partner is weaker alone than the accuracy it was chosen by.
+    let scored = match &cfg.partner {
+        Some(p) => format!(
+            "val {:.1}% averaged with {}",
+            100.0 * state.best_val_acc,
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
+        None => format!("val {:.1}%", 100.0 * state.best_val_acc),
+    };
     ModelSpec {
         architecture,
         input_size: cfg.net.input_size() as u32,
         scaling: TRAIN_SCALING,
         classes: classes.to_vec(),
         name: format!(
-            "emocam {}{} (val {:.1}%)",
+            "emocam {}{} ({scored})",
             cfg.net.label(),
             if cfg.init.is_some() {
                 " fine-tuned"
             } else {
                 ""
             },
-            100.0 * state.best_val_acc
         ),
         bn_eps: cfg.net.bn_eps(),
         flip_average: false,
