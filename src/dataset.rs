@@ -18,6 +18,9 @@ use crate::imaging::{load_rgb, to_gray};
 pub struct LabeledFaces {
     pub images: Vec<GrayImage>,
     pub labels: Vec<Emotion>,
+    /// Where each sample came from (its file, or `line N` of a CSV), for per-image reports;
+    /// may be empty for sets built in memory.
+    pub sources: Vec<String>,
 }
 
 impl LabeledFaces {
@@ -29,6 +32,14 @@ impl LabeledFaces {
     /// True when there are no samples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// Where sample `i` came from: its recorded source, else `#i`.
+    pub fn source(&self, i: usize) -> String {
+        self.sources
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("#{i}"))
     }
 
     /// Samples per class, in FER order.
@@ -129,9 +140,14 @@ pub fn load_folder(root: &Path) -> Result<LabeledFaces> {
     for part in decoded {
         images.extend(part?);
     }
+    let (sources, labels) = files
+        .into_iter()
+        .map(|(p, c)| (p.display().to_string(), c))
+        .unzip();
     Ok(LabeledFaces {
         images,
-        labels: files.into_iter().map(|(_, c)| c).collect(),
+        labels,
+        sources,
     })
 }
 
@@ -232,6 +248,7 @@ pub fn load_csv(path: &Path, usage: Option<&str>) -> Result<LabeledFaces> {
         out.images
             .push(GrayImage::from_raw(s, s, pixels).expect("s*s pixels"));
         out.labels.push(label);
+        out.sources.push(format!("line {n}"));
     }
     Ok(out)
 }
@@ -266,6 +283,7 @@ mod tests {
         assert_eq!(public.labels, vec![Emotion::Surprise, Emotion::Neutral]);
         assert_eq!(public.images[0].dimensions(), (48, 48));
         assert_eq!(public.images[0].get_pixel(1, 0).0[0], 1);
+        assert_eq!(public.sources, ["line 3", "line 4"]);
     }
 
     #[test]

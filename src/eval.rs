@@ -2,13 +2,15 @@
 //! the confusion matrix. `emocam eval` and the accuracy test both run [`evaluate`].
 
 use std::fmt;
+use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::dataset::LabeledFaces;
-use crate::emotion::Emotion;
-use crate::error::Result;
+use crate::emotion::{Emotion, Scores};
+use crate::error::{Error, Result};
 use crate::model::Classifier;
 
 /// Faces per forward pass during evaluation.
@@ -137,19 +139,32 @@ impl fmt::Display for EvalReport {
 
 /// Classify every sample (in batches of [`EVAL_BATCH`]) and tally the results.
 pub fn evaluate(clf: &Classifier, data: &LabeledFaces, tta: bool) -> Result<EvalReport> {
+    evaluate_each(clf, data, tta, |_, _| Ok(()))
+}
+
+/// Like [`evaluate`], handing each sample's index and scores to `each` as they come (for
+/// per-image reports); an error from `each` ends the evaluation.
+pub fn evaluate_each(
+    clf: &Classifier,
+    data: &LabeledFaces,
+    tta: bool,
+    mut each: impl FnMut(usize, &Scores) -> Result<()>,
+) -> Result<EvalReport> {
     let mut confusion = [[0usize; Emotion::COUNT]; Emotion::COUNT];
-    for (imgs, labels) in data
+    for (k, (imgs, labels)) in data
         .images
         .chunks(EVAL_BATCH)
         .zip(data.labels.chunks(EVAL_BATCH))
+        .enumerate()
     {
         let scores = if tta {
             clf.classify_tta(imgs)?
         } else {
             clf.classify(imgs)?
         };
-        for (s, l) in scores.iter().zip(labels) {
+        for (i, (s, l)) in scores.iter().zip(labels).enumerate() {
             confusion[l.index()][s.top().0.index()] += 1;
+            each(k * EVAL_BATCH + i, s)?;
         }
     }
     let correct: usize = (0..Emotion::COUNT).map(|i| confusion[i][i]).sum();
@@ -164,4 +179,48 @@ pub fn evaluate(clf: &Classifier, data: &LabeledFaces, tta: bool) -> Result<Eval
         tta,
         confusion,
     })
+}
+
+/// [`evaluate`], also writing one CSV row per sample to `path`: `source,true,predicted,correct`
+/// and the probability of each class (FER order), for finding the faces a model gets wrong.
+/// The file is replaced; an error writing it names it.
+pub fn evaluate_to_csv(
+    clf: &Classifier,
+    data: &LabeledFaces,
+    tta: bool,
+    path: &Path,
+) -> Result<EvalReport> {
+    let io = |e| Error::io(path, e);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let header = ["source", "true", "predicted", "correct"]
+        .into_iter()
+        .chain(Emotion::ALL.iter().map(|e| e.name()))
+        .collect::<Vec<_>>()
+        .join(",");
+    writeln!(out, "{header}").map_err(io)?;
+    let report = evaluate_each(clf, data, tta, |i, s| {
+        let (truth, top) = (data.labels[i], s.top().0);
+        let probs: Vec<String> = s.0.iter().map(|p| format!("{p:.5}")).collect();
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            csv_field(&data.source(i)),
+            truth.name(),
+            top.name(),
+            u8::from(truth == top),
+            probs.join(",")
+        )
+        .map_err(io)
+    })?;
+    out.flush().map_err(io)?;
+    Ok(report)
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

@@ -136,6 +136,9 @@ enum Command {
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
+        /// Also write one CSV row per face: source, true and predicted class, probabilities.
+        #[arg(long, value_name = "CSV")]
+        per_image: Option<PathBuf>,
     },
 }
 
@@ -280,7 +283,15 @@ fn main() -> ExitCode {
             usage,
             tta,
             json,
-        }) => run_eval(&data, weights.as_deref(), usage.as_deref(), tta, json),
+            per_image,
+        }) => run_eval(
+            &data,
+            weights.as_deref(),
+            usage.as_deref(),
+            tta,
+            json,
+            per_image.as_deref(),
+        ),
         Some(Command::Run {
             source,
             weights,
@@ -416,10 +427,14 @@ fn run_eval(
     usage: Option<&str>,
     tta: bool,
     json: bool,
+    per_image: Option<&Path>,
 ) -> Result<ExitCode> {
     let classifier = load_classifier(weights)?;
     let set = dataset::load(data, usage)?;
-    let report = eval::evaluate(&classifier, &set, tta)?;
+    let report = match per_image {
+        Some(csv) => eval::evaluate_to_csv(&classifier, &set, tta, csv)?,
+        None => eval::evaluate(&classifier, &set, tta)?,
+    };
     if json {
         let mut v = report.to_json();
         v["model"] = classifier.name().into();

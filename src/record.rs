@@ -171,7 +171,7 @@ impl Recorder {
         match self.error() {
             Some(e) => Err(Error::Io {
                 path: self.path.clone(),
-                source: std::io::Error::other(e),
+                error: std::io::Error::other(e),
             }),
             None => Ok(summary),
         }

@@ -177,3 +177,68 @@ fn a_reader_that_goes_away_ends_the_output_without_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn eval_writes_one_row_per_face_and_names_a_file_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("faces");
+    for (class, value) in [("happy", 200), ("sad", 40)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..2 {
+            image::GrayImage::from_pixel(48, 48, image::Luma([value + i]))
+                .save(data.join(class).join(format!("face, {i}.png")))
+                .unwrap();
+        }
+    }
+    let csv = dir.path().join("rows.csv");
+    let out = emocam()
+        .args(["eval", "--data"])
+        .arg(&data)
+        .arg("--per-image")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "source,true,predicted,correct,angry,disgust,fear,happy,sad,surprise,neutral"
+    );
+    assert_eq!(lines.len(), 5, "{text}");
+    let mut correct = 0;
+    for (line, truth) in lines[1..].iter().zip(["happy", "happy", "sad", "sad"]) {
+        // The file name holds a comma, so the source is quoted.
+        let (source, rest) = line[1..].split_once("\",").unwrap();
+        assert!(source.ends_with(".png") && source.contains(truth), "{line}");
+        let fields: Vec<&str> = rest.split(',').collect();
+        assert_eq!(fields[0], truth);
+        assert_eq!(fields[2], if fields[1] == truth { "1" } else { "0" });
+        correct += fields[2].parse::<usize>().unwrap();
+        let p: Vec<f64> = fields[3..].iter().map(|v| v.parse().unwrap()).collect();
+        assert_eq!(p.len(), 7);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-3, "{line}");
+    }
+    // The table printed agrees with the rows written.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!("accuracy = {:.2}%", 100.0 * correct as f64 / 4.0);
+    assert!(stdout.contains(&want), "{stdout}");
+
+    let bad = dir.path().join("no-such-dir").join("rows.csv");
+    let out = emocam()
+        .args(["eval", "--data"])
+        .arg(&data)
+        .arg("--per-image")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-dir"), "{err}");
+    // The cause is said once.
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
