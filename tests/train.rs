@@ -602,3 +602,51 @@ fn the_mse_loss_learns_too() {
         s.history
     );
 }
+
+#[test]
+fn a_resumed_run_reuses_the_teachers_and_partners_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, val) = (dataset(20, 1), dataset(8, 2));
+    let helper = dir.path().join("helper.safetensors");
+    let mut cfg = config(helper.clone());
+    cfg.epochs = 1;
+    train(&tr, &val, &cfg).unwrap();
+
+    let out = dir.path().join("student.safetensors");
+    let mut cfg = config(out.clone());
+    cfg.epochs = 2;
+    cfg.stop_after = Some(1);
+    cfg.distill = Some(Distill {
+        teacher: helper.clone(),
+        weight: 0.5,
+        temperature: 2.0,
+    });
+    cfg.partner = Some(helper.clone());
+    let first = train(&tr, &val, &cfg).unwrap();
+    assert_eq!(first.tables_reused, 0);
+    assert!(dir.path().join("student.teacher.safetensors").is_file());
+    assert!(dir.path().join("student.partner.safetensors").is_file());
+    cfg.resume = true;
+    let resumed = train(&tr, &val, &cfg).unwrap();
+    assert_eq!((resumed.epochs_run, resumed.tables_reused), (2, 2));
+
+    // Other training images, or another helper file, are scored afresh.
+    let mut other = config(dir.path().join("other.safetensors"));
+    other.epochs = 1;
+    other.distill = cfg.distill.clone();
+    std::fs::copy(
+        dir.path().join("student.teacher.safetensors"),
+        dir.path().join("other.teacher.safetensors"),
+    )
+    .unwrap();
+    let fresh = train(&dataset(20, 5), &val, &other).unwrap();
+    assert_eq!(fresh.tables_reused, 0);
+    let mut changed = config(helper.clone());
+    changed.epochs = 1;
+    changed.seed = 9;
+    train(&tr, &val, &changed).unwrap();
+    cfg.resume = false;
+    cfg.stop_after = None;
+    let again = train(&tr, &val, &cfg).unwrap();
+    assert_eq!(again.tables_reused, 0);
+}

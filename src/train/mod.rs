@@ -371,28 +371,122 @@ fn soften(probs: &mut [f32], classes: usize, t: f64) {
     }
 }
 
-/// Softened teacher probabilities for every image of `set`, `classes.len()` per image in the
-/// student's class order. Runs on `threads` threads.
+/// A helper model's probability tables, one per `(set, tta)` (see [`probability_table`]),
+/// computed once per run: they are kept in `cache` with a fingerprint of what they depend on
+/// (the model file's bytes, the images, the classes, the mirroring), so that `--resume` does
+/// not score every image again (minutes for a large teacher). A cache that is missing,
+/// unreadable or made for anything else is replaced. Returns the model's name, the tables and
+/// whether they came from the cache.
+fn helper_tables(
+    flag: &str,
+    path: &Path,
+    cache: &Path,
+    sets: &[(&LabeledFaces, bool)],
+    classes: &[Emotion],
+    threads: usize,
+) -> Result<(String, Vec<Vec<f32>>, bool)> {
+    let model = load_helper(flag, path, classes)?;
+    let name = model.name().to_string();
+    let key = table_key(path, sets, classes)?;
+    if let Some(tables) = read_tables(cache, &key, sets.len()) {
+        return Ok((name, tables, true));
+    }
+    let tables = sets
+        .iter()
+        .map(|(set, tta)| probability_table(&model, set, classes, threads, *tta))
+        .collect::<Result<Vec<_>>>()?;
+    let named: HashMap<String, Tensor> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok((
+                format!("table{i}"),
+                Tensor::new(t.as_slice(), &Device::Cpu)?,
+            ))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let meta = HashMap::from([(TABLE_KEY.to_string(), key)]);
+    let bytes = safetensors::serialize(&named, Some(meta))
+        .map_err(|e| Error::weights(cache, format!("cannot serialise: {e}")))?;
+    weights::write_replacing(cache, &bytes)?;
+    Ok((name, tables, false))
+}
+
+/// Metadata entry of a table cache holding the fingerprint it was made for.
+const TABLE_KEY: &str = "emocam_table_key";
+
+/// FNV-1a over everything a helper's tables depend on, as hex.
+fn table_key(path: &Path, sets: &[(&LabeledFaces, bool)], classes: &[Emotion]) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    for c in classes {
+        eat(c.name().as_bytes());
+    }
+    for (set, tta) in sets {
+        eat(&[u8::from(*tta)]);
+        eat(&(set.len() as u64).to_le_bytes());
+        for img in &set.images {
+            eat(&img.width().to_le_bytes());
+            eat(&img.height().to_le_bytes());
+            eat(img.as_raw());
+        }
+    }
+    Ok(format!("{h:016x}"))
+}
+
+/// The tables in `cache` if it holds `count` of them made for `key`.
+fn read_tables(cache: &Path, key: &str, count: usize) -> Option<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(cache).ok()?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    if header.metadata().as_ref()?.get(TABLE_KEY)? != key {
+        return None;
+    }
+    let mut saved = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).ok()?;
+    (0..count)
+        .map(|i| saved.remove(&format!("table{i}"))?.to_vec1::<f32>().ok())
+        .collect()
+}
+
+/// Softened teacher probabilities for every training image, `classes.len()` per image in the
+/// student's class order, and whether they came from the cache beside `out`.
 fn teacher_targets(
     d: &Distill,
     set: &LabeledFaces,
     classes: &[Emotion],
     threads: usize,
+    out: &Path,
     progress: bool,
-) -> Result<Vec<f32>> {
-    let teacher = load_helper("--teacher", &d.teacher, classes)?;
+) -> Result<(Vec<f32>, bool)> {
     let t0 = Instant::now();
-    let mut probs = probability_table(&teacher, set, classes, threads, true)?;
+    let cache = side_path(out, ".teacher.safetensors");
+    let (name, mut tables, reused) = helper_tables(
+        "--teacher",
+        &d.teacher,
+        &cache,
+        &[(set, true)],
+        classes,
+        threads,
+    )?;
+    let mut probs = tables.pop().unwrap_or_default();
     soften(&mut probs, classes.len(), d.temperature);
     if progress {
         eprintln!(
-            "teacher {} labelled {} training images in {:.0} s",
-            teacher.name(),
+            "teacher {name}: {} training images {} in {:.0} s",
             set.len(),
+            if reused {
+                format!("labelled earlier ({})", cache.display())
+            } else {
+                "labelled".to_string()
+            },
             t0.elapsed().as_secs_f64()
         );
     }
-    Ok(probs)
+    Ok((probs, reused))
 }
 
 /// A partner's probabilities: for the training images averaged with their mirror images (so
@@ -492,6 +586,9 @@ pub struct TrainSummary {
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub history: Vec<EpochLog>,
+    /// How many helper models' (teacher, partner) probabilities were read from the caches
+    /// beside `out` instead of computed.
+    pub tables_reused: usize,
 }
 
 fn side_path(out: &Path, suffix: &str) -> PathBuf {
@@ -1020,27 +1117,41 @@ pub fn train(
         None => cfg.epochs,
     };
     // Labelled only when an epoch will train (a finished or early-stopped run resumed skips it).
+    let will_train = state.epochs_done < last_epoch && !patience_spent(&state);
+    let mut tables_reused = 0;
     let teacher = match &cfg.distill {
-        Some(d) if state.epochs_done < last_epoch && !patience_spent(&state) => Some((
-            d,
-            teacher_targets(d, train_set, &classes, threads, cfg.progress)?,
-        )),
+        Some(d) if will_train => {
+            let (table, reused) =
+                teacher_targets(d, train_set, &classes, threads, &cfg.out, cfg.progress)?;
+            tables_reused += usize::from(reused);
+            Some((d, table))
+        }
         _ => None,
     };
     let partner = match &cfg.partner {
-        Some(p) if state.epochs_done < last_epoch && !patience_spent(&state) => {
+        Some(p) if will_train => {
             let t0 = Instant::now();
-            let model = load_helper("--partner", p, &classes)?;
+            let (name, mut tables, reused) = helper_tables(
+                "--partner",
+                p,
+                &side_path(&cfg.out, ".partner.safetensors"),
+                &[(train_set, true), (val_set, false)],
+                &classes,
+                threads,
+            )?;
+            tables_reused += usize::from(reused);
+            let (val, train) = (tables.pop(), tables.pop());
             let tables = PartnerTables {
-                name: model.name().to_string(),
-                train: probability_table(&model, train_set, &classes, threads, true)?,
-                val: probability_table(&model, val_set, &classes, threads, false)?,
+                name,
+                train: train.unwrap_or_default(),
+                val: val.unwrap_or_default(),
             };
             if cfg.progress {
                 eprintln!(
-                    "partner {} scored the training and validation images in {:.0} s; losses and \
+                    "partner {}: training and validation images {} in {:.0} s; losses and \
                      accuracies below are those of the pair",
                     tables.name,
+                    if reused { "scored earlier" } else { "scored" },
                     t0.elapsed().as_secs_f64()
                 );
             }
@@ -1198,6 +1309,7 @@ pub fn train(
         epochs_run: state.epochs_done,
         stopped_early,
         history: state.history,
+        tables_reused,
     })
 }
 
