@@ -221,6 +221,9 @@ struct TrainArgs {
     /// the best epoch are those of the two averaged (make the pair with `emocam ensemble`).
     #[arg(long, value_name = "FILE")]
     partner: Option<PathBuf>,
+    /// The pair will flip-average the --partner (`ensemble --flip`): validate it that way.
+    #[arg(long, requires = "partner")]
+    partner_flip: bool,
     /// Keep the first N blocks fixed.
     #[arg(long, default_value_t = 0)]
     freeze: usize,
@@ -533,7 +536,9 @@ fn load_split(path: &Path, usage: &str) -> Result<dataset::LabeledFaces> {
 
 fn run_train(a: TrainArgs) -> Result<ExitCode> {
     use emocam::model::vgg::VggConfig;
-    use emocam::train::{Augment, Distill, LossKind, NetConfig, OptimizerKind, TrainConfig};
+    use emocam::train::{
+        Augment, Distill, LossKind, NetConfig, OptimizerKind, Partner, TrainConfig,
+    };
     let net = match a.arch.as_str() {
         "vgg" => {
             let mut c = VggConfig::half_width(emocam::Emotion::COUNT);
@@ -605,7 +610,10 @@ fn run_train(a: TrainArgs) -> Result<ExitCode> {
             weight: a.distill_weight,
             temperature: a.temperature,
         }),
-        partner: a.partner,
+        partner: a.partner.map(|path| Partner {
+            path,
+            flip: a.partner_flip,
+        }),
         freeze: a.freeze,
         patience: a.patience,
         out,

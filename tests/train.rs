@@ -4,7 +4,7 @@
 use emocam::dataset::LabeledFaces;
 use emocam::model::vgg::VggConfig;
 use emocam::train::{
-    Augment, Distill, LossKind, NetConfig, OptimizerKind, Rng, TrainConfig, train,
+    Augment, Distill, LossKind, NetConfig, OptimizerKind, Partner, Rng, TrainConfig, train,
 };
 use emocam::{Classifier, Emotion, eval};
 use image::GrayImage;
@@ -551,7 +551,10 @@ fn a_partner_trained_net_makes_the_pair_right_where_the_partner_is_wrong() {
     let net = |with_partner: bool, name: &str| {
         let out = dir.path().join(name);
         let mut cfg = config(out.clone());
-        cfg.partner = with_partner.then(|| partner.clone());
+        cfg.partner = with_partner.then(|| Partner {
+            path: partner.clone(),
+            flip: false,
+        });
         (train(&tr, &val, &cfg).unwrap(), out)
     };
     let (paired, paired_out) = net(true, "paired.safetensors");
@@ -578,11 +581,35 @@ fn a_partner_trained_net_makes_the_pair_right_where_the_partner_is_wrong() {
         spec
     );
 
+    // Validated against the flip-averaged partner, the figure is that of `ensemble --flip`.
+    let flipped_out = dir.path().join("flipped.safetensors");
+    let mut cfg = config(flipped_out.clone());
+    cfg.partner = Some(Partner {
+        path: partner.clone(),
+        flip: true,
+    });
+    let flipped = train(&tr, &val, &cfg).unwrap();
+    let pair = dir.path().join("flipped-pair.safetensors");
+    emocam::model::ensemble::combine(&[&flipped_out, &partner], &pair, "pair", &[1]).unwrap();
+    let want = eval::evaluate(&Classifier::load(&pair).unwrap(), &val, false)
+        .unwrap()
+        .accuracy;
+    assert!((flipped.best_val_acc - want).abs() < 1e-9);
+    let spec = Classifier::load(&flipped_out).unwrap().spec().clone();
+    assert!(
+        spec.name.ends_with("partner.safetensors flip-averaged)"),
+        "{}",
+        spec.name
+    );
+
     // A file that is not weights is refused, named, before any training.
     let not_weights = dir.path().join("notes.txt");
     std::fs::write(&not_weights, "hello").unwrap();
     let mut cfg = config(dir.path().join("bad.safetensors"));
-    cfg.partner = Some(not_weights);
+    cfg.partner = Some(Partner {
+        path: not_weights,
+        flip: false,
+    });
     let err = train(&tr, &val, &cfg).unwrap_err().to_string();
     assert!(err.contains("notes.txt"), "{err}");
 }
@@ -621,7 +648,10 @@ fn a_resumed_run_reuses_the_teachers_and_partners_scores() {
         weight: 0.5,
         temperature: 2.0,
     });
-    cfg.partner = Some(helper.clone());
+    cfg.partner = Some(Partner {
+        path: helper.clone(),
+        flip: true,
+    });
     let first = train(&tr, &val, &cfg).unwrap();
     assert_eq!(first.tables_reused, 0);
     assert!(dir.path().join("student.teacher.safetensors").is_file());

@@ -226,11 +226,8 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// Learn from a trained model's probabilities as well as from the labels.
     pub distill: Option<Distill>,
-    /// Train the net to complement this model (any weights file the app loads): every loss,
-    /// and the validation accuracy that picks the best epoch, are those of the average of the
-    /// two nets' probabilities, the pair that `emocam ensemble` makes of the output and this
-    /// file. The net learns what the partner gets wrong instead of repeating what it knows.
-    pub partner: Option<PathBuf>,
+    /// Train the net to complement another model.
+    pub partner: Option<Partner>,
     /// Keep the first N blocks fixed.
     pub freeze: usize,
     /// Stop after this many epochs without a better validation accuracy.
@@ -270,6 +267,20 @@ pub struct Distill {
     /// teacher's ranking of the unlikely classes). The teacher's term is scaled by its square
     /// so that its gradients keep their size.
     pub temperature: f64,
+}
+
+/// A model the trained net will be paired with (`emocam ensemble OUT PARTNER`): every loss, and
+/// the validation accuracy that picks the best epoch, are those of the average of the two
+/// nets' probabilities, so the net learns what the partner gets wrong instead of repeating what
+/// it already knows.
+#[derive(Debug, Clone)]
+pub struct Partner {
+    /// Any weights file the app loads.
+    pub path: PathBuf,
+    /// The pair will average the partner's scores of each face with its mirror image's
+    /// (`ensemble --flip`): validation scores it that way too. (Training images are always
+    /// mirror-averaged, since flipped augmentations must keep their scores.)
+    pub flip: bool,
 }
 
 /// The teacher's softened probabilities for one batch, rows in batch order.
@@ -1133,9 +1144,9 @@ pub fn train(
             let t0 = Instant::now();
             let (name, mut tables, reused) = helper_tables(
                 "--partner",
-                p,
+                &p.path,
                 &side_path(&cfg.out, ".partner.safetensors"),
-                &[(train_set, true), (val_set, false)],
+                &[(train_set, true), (val_set, p.flip)],
                 &classes,
                 threads,
             )?;
@@ -1448,19 +1459,24 @@ fn output_spec(cfg: &TrainConfig, classes: &[Emotion], state: &TrainState) -> Mo
             ),
         );
     }
+    let flipped = |p: &Partner| if p.flip { " flip-averaged" } else { "" };
     if let Some(p) = &cfg.partner {
-        metadata.insert("train_partner".into(), p.display().to_string());
+        metadata.insert(
+            "train_partner".into(),
+            format!("{}{}", p.path.display(), flipped(p)),
+        );
     }
     let architecture = cfg.net.architecture();
     // A net trained as a partner is weaker alone than the accuracy it was chosen by.
     let scored = match &cfg.partner {
         Some(p) => format!(
-            "val {:.1}% averaged with {}",
+            "val {:.1}% averaged with {}{}",
             100.0 * state.best_val_acc,
-            p.file_name().map_or_else(
-                || p.display().to_string(),
+            p.path.file_name().map_or_else(
+                || p.path.display().to_string(),
                 |n| n.to_string_lossy().into_owned()
-            )
+            ),
+            flipped(p)
         ),
         None => format!("val {:.1}%", 100.0 * state.best_val_acc),
     };
