@@ -12,6 +12,7 @@ use crate::dataset::LabeledFaces;
 use crate::emotion::{Emotion, Scores};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
+use crate::recognize::csv_field;
 
 /// Faces per forward pass during evaluation.
 pub const EVAL_BATCH: usize = 64;
@@ -214,13 +215,4 @@ pub fn evaluate_to_csv(
     })?;
     out.flush().map_err(io)?;
     Ok(report)
-}
-
-/// A CSV field, quoted when it holds a comma, quote or line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }

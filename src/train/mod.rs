@@ -504,9 +504,50 @@ fn teacher_targets(
 /// that flipped augmentations keep them), for the validation images exactly as the pair's
 /// ensemble will compute them.
 struct PartnerTables {
-    name: String,
     train: Vec<f32>,
     val: Vec<f32>,
+}
+
+/// The partner's tables, and whether they came from the cache beside `out`.
+fn partner_tables(
+    p: &Partner,
+    train_set: &LabeledFaces,
+    val_set: &LabeledFaces,
+    classes: &[Emotion],
+    threads: usize,
+    out: &Path,
+    progress: bool,
+) -> Result<(PartnerTables, bool)> {
+    let t0 = Instant::now();
+    let (name, mut tables, reused) = helper_tables(
+        "--partner",
+        &p.path,
+        &side_path(out, ".partner.safetensors"),
+        &[(train_set, true), (val_set, p.flip)],
+        classes,
+        threads,
+    )?;
+    let (val, train) = (tables.pop(), tables.pop());
+    if progress {
+        eprintln!(
+            "partner {name}: training and validation images {} in {:.0} s; losses and \
+             accuracies below are those of the pair",
+            if reused { "scored earlier" } else { "scored" },
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let tables = PartnerTables {
+        train: train.unwrap_or_default(),
+        val: val.unwrap_or_default(),
+    };
+    Ok((tables, reused))
+}
+
+/// The rows of `table` (`classes` values per image) for the images `idx` of a batch, in order.
+fn batch_rows(table: &[f32], idx: &[usize], classes: usize) -> Vec<f32> {
+    idx.iter()
+        .flat_map(|&i| table[i * classes..(i + 1) * classes].iter().copied())
+        .collect()
 }
 
 /// Per-epoch figures.
@@ -1141,31 +1182,16 @@ pub fn train(
     };
     let partner = match &cfg.partner {
         Some(p) if will_train => {
-            let t0 = Instant::now();
-            let (name, mut tables, reused) = helper_tables(
-                "--partner",
-                &p.path,
-                &side_path(&cfg.out, ".partner.safetensors"),
-                &[(train_set, true), (val_set, p.flip)],
+            let (tables, reused) = partner_tables(
+                p,
+                train_set,
+                val_set,
                 &classes,
                 threads,
+                &cfg.out,
+                cfg.progress,
             )?;
             tables_reused += usize::from(reused);
-            let (val, train) = (tables.pop(), tables.pop());
-            let tables = PartnerTables {
-                name,
-                train: train.unwrap_or_default(),
-                val: val.unwrap_or_default(),
-            };
-            if cfg.progress {
-                eprintln!(
-                    "partner {}: training and validation images {} in {:.0} s; losses and \
-                     accuracies below are those of the pair",
-                    tables.name,
-                    if reused { "scored earlier" } else { "scored" },
-                    t0.elapsed().as_secs_f64()
-                );
-            }
             Some(tables)
         }
         _ => None,
@@ -1206,35 +1232,31 @@ pub fn train(
                 .iter()
                 .map(|&i| class_index(train_set.labels[i]).unwrap_or(0) as u32)
                 .collect();
-            let rows: Vec<f32>;
-            let soft = if let Some((d, table)) = &teacher {
-                let c = classes.len();
-                rows = idx
-                    .iter()
-                    .flat_map(|&i| table[i * c..(i + 1) * c].iter().copied())
-                    .collect();
-                Some(SoftTargets {
-                    probs: &rows,
+            let rows = teacher
+                .as_ref()
+                .map(|(_, table)| batch_rows(table, idx, classes.len()));
+            let soft = teacher
+                .as_ref()
+                .zip(rows.as_deref())
+                .map(|((d, _), probs)| SoftTargets {
+                    probs,
                     weight: d.weight,
                     temperature: d.temperature,
-                })
-            } else {
-                None
-            };
-            let mate: Vec<f32>;
-            let mate = match &partner {
-                Some(p) => {
-                    let c = classes.len();
-                    mate = idx
-                        .iter()
-                        .flat_map(|&i| p.train[i * c..(i + 1) * c].iter().copied())
-                        .collect();
-                    Some(mate.as_slice())
-                }
-                None => None,
-            };
+                });
+            let mate = partner
+                .as_ref()
+                .map(|p| batch_rows(&p.train, idx, classes.len()));
             let (loss, pred, grads) = forward_backward(
-                &model, &imgs, &labels, size, cfg.loss, &weights, soft, mate, &trainable, threads,
+                &model,
+                &imgs,
+                &labels,
+                size,
+                cfg.loss,
+                &weights,
+                soft,
+                mate.as_deref(),
+                &trainable,
+                threads,
             )?;
             opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
