@@ -175,3 +175,60 @@ fn bad_combinations_are_refused_naming_the_file() {
     );
     assert!(!out.exists(), "nothing written for a refused combination");
 }
+
+#[test]
+fn flip_tta_and_forward_match_mirroring_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = faces();
+    let mirrored: Vec<GrayImage> = faces.iter().map(image::imageops::flip_horizontal).collect();
+
+    // Test-time augmentation of an ensemble whose first member already flip-averages: that
+    // member runs once, and the result is still the mean over each face and its mirror.
+    let vgg = dir.path().join("vgg.safetensors");
+    vgg_file(&vgg, 7);
+    let out = dir.path().join("flip.safetensors");
+    combine(&[shipped().as_path(), vgg.as_path()], &out, "flip", &[0]).unwrap();
+    let ens = Classifier::load(&out).unwrap();
+    let (s, sm, tta) = (
+        ens.classify(&faces).unwrap(),
+        ens.classify(&mirrored).unwrap(),
+        ens.classify_tta(&faces).unwrap(),
+    );
+    for i in 0..faces.len() {
+        for k in 0..Emotion::COUNT {
+            let want = (s[i].0[k] + sm[i].0[k]) / 2.0;
+            assert!((tta[i].0[k] - want).abs() < 1e-5, "face {i} class {k}");
+        }
+    }
+
+    // `forward` on a preprocessed batch honours a single model's flip_average, as classify does.
+    let plain = Classifier::load(&shipped()).unwrap();
+    let mut spec = plain.spec().clone();
+    spec.flip_average = true;
+    let tensors = candle_core::safetensors::load(shipped(), &Device::Cpu).unwrap();
+    let flipped_file = dir.path().join("mx-flip.safetensors");
+    weights::save(&flipped_file, &tensors, spec.to_metadata()).unwrap();
+    let flipped = Classifier::load(&flipped_file).unwrap();
+    let x = emocam::model::preprocess::batch_tensor(&faces, plain.spec(), &Device::Cpu).unwrap();
+    let (f, p) = (
+        flipped.forward(&x).unwrap().to_vec2::<f32>().unwrap(),
+        plain.forward(&x).unwrap().to_vec2::<f32>().unwrap(),
+    );
+    let (c, cm) = (
+        plain.classify(&faces).unwrap(),
+        plain.classify(&mirrored).unwrap(),
+    );
+    for i in 0..faces.len() {
+        for (k, e) in plain.spec().classes.iter().enumerate() {
+            let want = (c[i].get(*e) + cm[i].get(*e)) / 2.0;
+            assert!((f[i][k] - want).abs() < 1e-5, "face {i} class {k}");
+        }
+    }
+    assert!(
+        f.iter()
+            .flatten()
+            .zip(p.iter().flatten())
+            .any(|(a, b)| (a - b).abs() > 1e-4),
+        "the faces are not mirror-symmetric, so flip averaging must change the answer"
+    );
+}

@@ -422,7 +422,7 @@ impl Classifier {
         };
         // A last check that the weights run and give one probability per class.
         let s = clf.spec.input_size;
-        let probe = clf.raw_probs(&[GrayImage::new(s, s)]).map_err(|e| {
+        let probe = clf.raw_probs(&[GrayImage::new(s, s)], false).map_err(|e| {
             Error::weights(
                 &clf.source,
                 format!("the network does not run on its input size: {e}"),
@@ -461,35 +461,46 @@ impl Classifier {
         self.spec.input_size
     }
 
-    /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`.
-    /// An ensemble has no single input tensor (its members take different sizes) and returns an
-    /// error here: use [`Classifier::classify`].
+    /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`,
+    /// averaged with the mirrored batch's when the model is `flip_average`, as
+    /// [`Classifier::classify`] does. An ensemble has no single input tensor (its members take
+    /// different sizes) and returns an error here: use [`Classifier::classify`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        forward_chunked(&self.net, x)
+        if !self.spec.flip_average || matches!(self.net, Net::Ensemble(_)) {
+            return forward_chunked(&self.net, x);
+        }
+        let n = x.dim(0)?;
+        let w = x.dim(3)?;
+        let reversed: Vec<u32> = (0..w as u32).rev().collect();
+        let reversed = Tensor::new(reversed.as_slice(), x.device())?;
+        let both = Tensor::cat(&[x, &x.index_select(&reversed, 3)?], 0)?;
+        let p = forward_chunked(&self.net, &both)?;
+        Ok(((p.narrow(0, 0, n)? + p.narrow(0, n, n)?)? / 2.0)?)
     }
 
     /// Classify a batch of grayscale face crops (any size; resized to the input size if needed).
     /// All faces go through the network in one batch.
     pub fn classify(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
         Ok(self
-            .raw_probs(faces)?
+            .raw_probs(faces, false)?
             .iter()
             .map(|p| self.to_scores(p))
             .collect())
     }
 
     /// Probabilities per face in the model's class order; an ensemble averages its members,
-    /// each fed at its own input size.
-    fn raw_probs(&self, faces: &[GrayImage]) -> Result<Vec<Vec<f32>>> {
+    /// each fed at its own input size. `mirror` averages every member with the mirror images
+    /// (test-time augmentation), as `flip_average` does for some.
+    fn raw_probs(&self, faces: &[GrayImage], mirror: bool) -> Result<Vec<Vec<f32>>> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
         let Net::Ensemble(members) = &self.net else {
-            return self.net_probs(&self.net, &self.spec, faces);
+            return self.net_probs(&self.net, &self.spec, faces, mirror);
         };
         let mut sum = vec![vec![0f32; self.spec.classes.len()]; faces.len()];
         for (net, spec) in members {
-            let p = self.net_probs(net, spec, faces)?;
+            let p = self.net_probs(net, spec, faces, mirror)?;
             if p.len() != faces.len() || p.iter().any(|r| r.len() != self.spec.classes.len()) {
                 return Err(Error::weights(
                     &self.source,
@@ -508,10 +519,17 @@ impl Classifier {
         Ok(sum)
     }
 
-    /// Probabilities of one (non-ensemble) network for `faces`; with `spec.flip_average` the
-    /// mirror images go through in the same batch and each face gets the mean of the pair.
-    fn net_probs(&self, net: &Net, spec: &ModelSpec, faces: &[GrayImage]) -> Result<Vec<Vec<f32>>> {
-        if !spec.flip_average {
+    /// Probabilities of one (non-ensemble) network for `faces`; with `spec.flip_average` or
+    /// `mirror` the mirror images go through in the same batch and each face gets the mean of
+    /// the pair.
+    fn net_probs(
+        &self,
+        net: &Net,
+        spec: &ModelSpec,
+        faces: &[GrayImage],
+        mirror: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        if !(spec.flip_average || mirror) {
             let x = preprocess::batch_tensor(faces, spec, &self.device)?;
             return Ok(forward_chunked(net, &x)?.to_vec2::<f32>()?);
         }
@@ -526,20 +544,13 @@ impl Classifier {
         Ok(p)
     }
 
-    /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time augmentation).
+    /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time
+    /// augmentation). A member that is already `flip_average` runs once, not on both again.
     pub fn classify_tta(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
-        let mut both: Vec<GrayImage> = faces.to_vec();
-        both.extend(faces.iter().map(crate::imaging::flip_horizontal));
-        let s = self.classify(&both)?;
-        let n = faces.len();
-        Ok((0..n)
-            .map(|i| {
-                let mut avg = [0f32; Emotion::COUNT];
-                for (k, v) in avg.iter_mut().enumerate() {
-                    *v = (s[i].0[k] + s[i + n].0[k]) / 2.0;
-                }
-                Scores(avg)
-            })
+        Ok(self
+            .raw_probs(faces, true)?
+            .iter()
+            .map(|p| self.to_scores(p))
             .collect())
     }
 
