@@ -139,7 +139,12 @@ def evaluate(model, x, y, bs=1024, amp=True):
     return correct / len(x), correct_tta / len(x)
 
 
-def tensors_for_emocam(model, widths):
+def stored_as_f16(t):
+    """Big weight matrices go to the file as F16 (the device returns files of at most 16 MB)."""
+    return t.numel() > 65536
+
+
+def tensors_for_emocam(model):
     t = {}
     for i, (c1, c2) in enumerate(model.blocks):
         for j, cbr in ((1, c1), (2, c2)):
@@ -156,11 +161,11 @@ def tensors_for_emocam(model, widths):
 
 
 def save_safetensors(path, tensors, meta):
-    """Big weight matrices as F16 (the device returns files of at most 16 MB), the rest F32."""
+    """Tensors as F32, except those `stored_as_f16`."""
     header, blobs, off = {"__metadata__": meta}, [], 0
     for name in sorted(tensors):
         t = tensors[name].detach().float().cpu()
-        half = t.numel() > 65536
+        half = stored_as_f16(t)
         arr = t.half().numpy() if half else t.numpy()
         raw = arr.astype("<f2" if half else "<f4").tobytes()
         header[name] = {
@@ -182,8 +187,8 @@ def save_safetensors(path, tensors, meta):
 def round_to_saved(model):
     """Make the in-memory weights what the file holds, so the reported accuracy is the file's."""
     with torch.no_grad():
-        for t in tensors_for_emocam(model, None).values():
-            if t.numel() > 65536:
+        for t in tensors_for_emocam(model).values():
+            if stored_as_f16(t):
                 t.copy_(t.half().float())
 
 
@@ -324,7 +329,7 @@ def main():
             "val_acc_pytorch": f"{acc:.4f}",
             "val_acc_tta_pytorch": f"{acc_tta:.4f}",
         }
-        save_safetensors(f"{a.outdir}/{a.name}.{tag}.safetensors", tensors_for_emocam(model, widths), meta)
+        save_safetensors(f"{a.outdir}/{a.name}.{tag}.safetensors", tensors_for_emocam(model), meta)
         say(f"saved {tag}: val {acc:.4f} val_tta {acc_tta:.4f} (fp32, weights as saved)")
     say(f"done: {last_epoch} epochs in {wall:.0f}s")
 
