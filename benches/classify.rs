@@ -18,7 +18,7 @@ fn faces(n: usize) -> Vec<GrayImage> {
 }
 
 fn classify(c: &mut Criterion) {
-    emocam::model::init_cpu_runtime();
+    emocam::runtime::init_cpu_runtime();
     let mut models = vec![
         (
             "default",

@@ -16,7 +16,7 @@ fn frame() -> GrayImage {
 }
 
 fn detect(c: &mut Criterion) {
-    emocam::model::init_cpu_runtime();
+    emocam::runtime::init_cpu_runtime();
     let frame = frame();
     let mut det = FaceDetector::new(DetectorConfig::live()).expect("detector");
     assert_eq!(det.detect(&frame).len(), 1);

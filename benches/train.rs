@@ -8,7 +8,7 @@ use emocam::model::vgg::VggConfig;
 use emocam::train::{NetConfig, bench_step};
 
 fn train_step(c: &mut Criterion) {
-    emocam::model::init_cpu_runtime();
+    emocam::runtime::init_cpu_runtime();
     let batch = 32;
     let nets = [
         ("mini_xception_64", NetConfig::mini_xception(7)),

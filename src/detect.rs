@@ -68,21 +68,6 @@ impl DetectorConfig {
     }
 }
 
-thread_local! {
-    static OWN_POOL: Option<rayon::ThreadPool> =
-        rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build().ok();
-}
-
-/// Make the calling thread a rayon pool of its own, one thread wide, for the rest of its life.
-///
-/// rustface runs parts of its cascade with rayon (and so do some candle ops). Called from a
-/// plain thread, each call hands the work to rayon's global pool and waits, while the pool's
-/// idle workers spin on the other core: detection took twice as long and a third of the CPU
-/// went to the scheduler. Inside a one-thread pool of its own, the work runs inline.
-pub fn use_own_rayon_pool() {
-    OWN_POOL.with(|_| {});
-}
-
 /// A rustface detector with its settings; create one per thread (it is not `Send`), on the
 /// thread that uses it.
 pub struct FaceDetector {
@@ -123,7 +108,7 @@ impl FaceDetector {
         inner.set_pyramid_scale_factor(config.pyramid_scale);
         inner.set_slide_window_step(config.window_step, config.window_step);
         inner.set_score_thresh(config.score_threshold);
-        use_own_rayon_pool();
+        crate::runtime::use_own_rayon_pool();
         Ok(Self { inner, config })
     }
 

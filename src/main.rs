@@ -270,7 +270,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    emocam::model::init_cpu_runtime();
+    emocam::runtime::init_cpu_runtime();
     quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {

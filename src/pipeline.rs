@@ -374,7 +374,7 @@ impl Pipeline {
                 "emocam-infer",
                 Box::new(move || {
                     // Some candle ops use rayon: keep them on this thread (see `use_own_rayon_pool`).
-                    crate::detect::use_own_rayon_pool();
+                    crate::runtime::use_own_rayon_pool();
                     let notify = |n: Notice| {
                         let _ = notice_tx.try_send(n);
                         waker();

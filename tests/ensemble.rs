@@ -232,3 +232,63 @@ fn flip_tta_and_forward_match_mirroring_by_hand() {
         "the faces are not mirror-symmetric, so flip averaging must change the answer"
     );
 }
+
+#[test]
+fn passes_side_by_side_score_exactly_as_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let vgg = dir.path().join("vgg.safetensors");
+    vgg_file(&vgg, 7);
+    let out = dir.path().join("both-flip.safetensors");
+    // Four passes per face: each member on the face and on its mirror image.
+    combine(&[shipped().as_path(), vgg.as_path()], &out, "both", &[0, 1]).unwrap();
+    let parallel = Classifier::load(&out).unwrap();
+    let mut serial = Classifier::load(&out).unwrap();
+    serial.set_parallel(false);
+    #[cfg(target_os = "linux")]
+    if std::thread::available_parallelism().unwrap().get() > 1 {
+        let lanes = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.starts_with("classify-lane"))
+            .count();
+        assert!(
+            lanes >= 1,
+            "the parallel classifier started no helper thread"
+        );
+    }
+
+    let faces = faces();
+    let mirrored: Vec<GrayImage> = faces.iter().map(image::imageops::flip_horizontal).collect();
+    assert_eq!(
+        parallel.classify(&faces).unwrap(),
+        serial.classify(&faces).unwrap()
+    );
+    assert_eq!(
+        parallel.classify_tta(&faces[..1]).unwrap(),
+        serial.classify_tta(&faces[..1]).unwrap()
+    );
+    // Two threads sharing one classifier each get their own faces' scores back.
+    let (want_a, want_b) = (
+        serial.classify(&faces).unwrap(),
+        serial.classify(&mirrored).unwrap(),
+    );
+    std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            (0..20)
+                .map(|_| parallel.classify(&faces).unwrap())
+                .collect::<Vec<_>>()
+        });
+        let b = s.spawn(|| {
+            (0..20)
+                .map(|_| parallel.classify(&mirrored).unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(a.join().unwrap().iter().all(|s| *s == want_a));
+        assert!(b.join().unwrap().iter().all(|s| *s == want_b));
+    });
+    // Turning it off and on again keeps the answers.
+    let mut again = parallel;
+    again.set_parallel(false);
+    again.set_parallel(true);
+    assert_eq!(again.classify(&faces).unwrap(), want_a);
+}

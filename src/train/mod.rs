@@ -325,7 +325,9 @@ fn on_threads<T: Send>(
 /// Load a model that helps training (`flag` names the option, for messages); it must score
 /// every class the net learns.
 fn load_helper(flag: &str, path: &Path, classes: &[Emotion]) -> Result<Classifier> {
-    let model = Classifier::load(path)?;
+    let mut model = Classifier::load(path)?;
+    // Its tables are filled on `--threads` threads already.
+    model.set_parallel(false);
     if let Some(missing) = classes.iter().find(|c| !model.spec().classes.contains(c)) {
         return Err(Error::InvalidInput {
             what: format!("{flag} {}", path.display()),
