@@ -1,5 +1,7 @@
 //! Classification speed of the default model (an ensemble) and of the borrowed mini-Xception
-//! alone: one face, and a batch of eight.
+//! alone: one face, and a batch of eight. `default` runs its network passes side by side on the
+//! machine's cores (as the app does); `default_one_core` runs them one after the other, which is
+//! also its CPU time per face.
 //! `cargo bench --bench classify`; set `EMOCAM_BENCH_WEIGHTS=FILE` to measure another weights
 //! file as `classify/candidate`.
 
@@ -24,6 +26,11 @@ fn classify(c: &mut Criterion) {
             "default",
             Classifier::builtin().expect("built-in weights load"),
         ),
+        ("default_one_core", {
+            let mut clf = Classifier::builtin().expect("built-in weights load");
+            clf.set_parallel(false);
+            clf
+        }),
         (
             "mini_xception_64",
             Classifier::load(

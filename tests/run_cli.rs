@@ -38,10 +38,11 @@ fn run_on_the_demo_writes_a_csv_and_a_summary() {
     let text = std::fs::read_to_string(&csv).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next().unwrap(), emocam::record::CSV_HEADER);
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<String>> = lines.map(common::csv_fields).collect();
     // The first demo scene shows one smiling face in every frame.
     assert!(rows.len() >= 55, "only {} rows", rows.len());
     assert_eq!(rows.len() as u64, summary["faces"].as_u64().unwrap());
+    let model = emocam::Classifier::builtin().unwrap().name().to_string();
     let mut last_frame = 0;
     for r in &rows {
         assert_eq!(r.len(), 17, "{r:?}");
@@ -54,6 +55,10 @@ fn run_on_the_demo_writes_a_csv_and_a_summary() {
         assert!(frame >= last_frame && frame < 60);
         last_frame = frame;
         assert_eq!(r[3], "0", "one face keeps id 0");
+        assert_eq!(
+            r[16], model,
+            "the model column holds the model's name, commas and all"
+        );
         let sum: f64 = r[8..15].iter().map(|v| v.parse::<f64>().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-3, "{r:?}");
     }

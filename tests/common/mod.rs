@@ -37,3 +37,23 @@ pub fn default_weights() -> PathBuf {
 pub fn mini_xception_weights() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mini-xception-fer2013.safetensors")
 }
+
+/// The fields of one CSV line, with RFC 4180 quoting undone (a quoted field may hold commas and
+/// doubled quotes), as any spreadsheet reads the recording.
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
