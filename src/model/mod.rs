@@ -489,10 +489,10 @@ impl Classifier {
     /// face and its mirror image) runs them side by side: the calling thread and threads that
     /// live as long as the classifier (one fewer than the machine's cores, at most one fewer
     /// than the passes) take the passes from a shared list until none is left. The default.
-    /// The default model's four passes per face (3 ms of CPU time) come back in 1.5-2.3 ms on
-    /// two cores; turn it off where the caller already keeps every core busy with classifiers
-    /// of its own. Where no thread can be started, the passes run one after the other. The
-    /// scores do not depend on it.
+    /// The default model's four passes per face (2.5-2.6 ms of CPU time) come back in
+    /// 1.4-1.6 ms on two cores; turn it off where the caller already keeps every core busy with
+    /// classifiers of its own. Where no thread can be started, the passes run one after the
+    /// other. The scores do not depend on it.
     pub fn set_parallel(&mut self, on: bool) {
         let passes: usize = self
             .members
