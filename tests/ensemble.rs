@@ -244,19 +244,9 @@ fn passes_side_by_side_score_exactly_as_one_after_the_other() {
     let parallel = Classifier::load(&out).unwrap();
     let mut serial = Classifier::load(&out).unwrap();
     serial.set_parallel(false);
-    #[cfg(target_os = "linux")]
-    if std::thread::available_parallelism().unwrap().get() > 1 {
-        let lanes = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-            .filter(|name| name.starts_with("classify-lane"))
-            .count();
-        assert!(
-            lanes >= 1,
-            "the parallel classifier started no helper thread"
-        );
-    }
-
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(parallel.helper_threads(), cores.min(4) - 1);
+    assert_eq!(serial.helper_threads(), 0);
     let faces = faces();
     let mirrored: Vec<GrayImage> = faces.iter().map(image::imageops::flip_horizontal).collect();
     assert_eq!(
@@ -289,6 +279,10 @@ fn passes_side_by_side_score_exactly_as_one_after_the_other() {
     // Turning it off and on again keeps the answers.
     let mut again = parallel;
     again.set_parallel(false);
+    assert_eq!(again.helper_threads(), 0);
     again.set_parallel(true);
+    assert_eq!(again.helper_threads(), cores.min(4) - 1);
     assert_eq!(again.classify(&faces).unwrap(), want_a);
+    // One network without a mirror pass has nothing to run side by side.
+    assert_eq!(Classifier::load(&vgg).unwrap().helper_threads(), 0);
 }

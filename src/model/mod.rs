@@ -364,6 +364,7 @@ fn build_members(
 /// One network of an ensemble, with its own spec.
 struct Member {
     net: Net,
+    /// Input size, scaling, classes and whether the member also sees the mirror image.
     spec: ModelSpec,
 }
 
@@ -486,14 +487,17 @@ impl Classifier {
     }
 
     /// Whether a model that needs several network passes per face (an ensemble's members, a
-    /// face and its mirror image) runs them side by side: the calling thread and threads that
-    /// live as long as the classifier (one fewer than the machine's cores, at most one fewer
-    /// than the passes) take the passes from a shared list until none is left. The default.
-    /// The default model's four passes per face (2.5-2.6 ms of CPU time) come back in
-    /// 1.4-1.6 ms on two cores; turn it off where the caller already keeps every core busy with
-    /// classifiers of its own. Where no thread can be started, the passes run one after the
-    /// other. The scores do not depend on it.
+    /// face and its mirror image) runs them side by side: the calling thread and helper threads
+    /// that live as long as the classifier (one fewer than the machine's cores, and than the
+    /// passes) take the passes from a shared list until none is left. On by default: a face's
+    /// scores come back sooner (README, "Speed"), for somewhat more CPU time, since cores that
+    /// compute at once slow each other down. Turn it off where the caller already keeps every
+    /// core busy with classifiers of its own. Where no thread can be started, the passes run
+    /// one after the other. The scores do not depend on it.
     pub fn set_parallel(&mut self, on: bool) {
+        if on == self.lanes.is_some() {
+            return;
+        }
         let passes: usize = self
             .members
             .iter()
@@ -508,6 +512,11 @@ impl Classifier {
         }
     }
 
+    /// How many helper threads run passes beside the calling thread (0 when not parallel).
+    pub fn helper_threads(&self) -> usize {
+        self.lanes.as_ref().map_or(0, |l| l.threads.len())
+    }
+
     /// Side of the square face crop the model takes.
     pub fn input_size(&self) -> u32 {
         self.spec.input_size
@@ -515,14 +524,16 @@ impl Classifier {
 
     /// Run the network on a preprocessed batch `(N, 1, S, S)`; returns probabilities `(N, classes)`,
     /// averaged with the mirrored batch's when the model is `flip_average`, as
-    /// [`Classifier::classify`] does. An ensemble has no single input tensor (its members take
+    /// [`Classifier::classify`] does (to float rounding: face and mirror go through as one batch
+    /// here, as two passes there). An ensemble has no single input tensor (its members take
     /// different sizes) and returns an error here: use [`Classifier::classify`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [member] = self.members.as_slice() else {
-            return Err(candle_core::Error::Msg(
-                "an ensemble takes face crops (Classifier::classify), not one input tensor".into(),
-            )
-            .into());
+            return Err(Error::InvalidInput {
+                what: self.source.display().to_string(),
+                reason: "an ensemble takes face crops (Classifier::classify), not one input tensor"
+                    .into(),
+            });
         };
         if !member.spec.flip_average {
             return forward_chunked(&member.net, x);
@@ -638,6 +649,7 @@ struct Pass {
 }
 
 impl Pass {
+    /// The member's probabilities for `faces` (mirrored first if this is a mirror pass).
     fn probs(&self, faces: &[GrayImage], device: &Device) -> Result<Rows> {
         let x = if self.mirrored {
             let flipped: Vec<GrayImage> =
@@ -655,7 +667,9 @@ impl Pass {
 struct Call {
     faces: Arc<[GrayImage]>,
     passes: Vec<Pass>,
+    /// Index of the next pass nobody has taken yet.
     next: AtomicUsize,
+    /// One slot per pass; `None` until a thread has run it.
     results: Mutex<Vec<Option<Result<Rows>>>>,
     device: Device,
 }
@@ -727,7 +741,8 @@ impl Lanes {
             .take(n.saturating_sub(1))
             .filter_map(|tx| {
                 let (done, wait) = crossbeam_channel::bounded(1);
-                tx.send((Arc::clone(&call), done)).ok().map(|_| wait)
+                // A lane with calls of other threads queued is skipped rather than waited for.
+                tx.try_send((Arc::clone(&call), done)).ok().map(|_| wait)
             })
             .collect();
         call.work();
