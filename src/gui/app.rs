@@ -499,19 +499,26 @@ impl EmocamApp {
             ui.separator();
             ui.label(format!("model: {}", self.model_name));
             ui.separator();
-            ui.label(format!(
-                "fps capture {:.0} / detect {:.0} / infer {:.0}",
-                self.rates.capture, self.rates.detect, self.rates.infer
-            ));
+            // Short figures move to the next row whole rather than break mid-item.
+            let whole = |ui: &mut Ui, text: String| {
+                ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend));
+            };
+            whole(
+                ui,
+                format!(
+                    "fps capture {:.0} / detect {:.0} / infer {:.0}",
+                    self.rates.capture, self.rates.detect, self.rates.infer
+                ),
+            );
             ui.separator();
-            ui.label(format!("latency {:.0} ms", self.median_latency_ms()));
+            whole(ui, format!("latency {:.0} ms", self.median_latency_ms()));
             ui.separator();
             let dropped = self
                 .pipeline
                 .as_ref()
                 .map(|p| p.stats().dropped())
                 .unwrap_or(0);
-            ui.label(format!("dropped {dropped}"));
+            whole(ui, format!("dropped {dropped}"));
             if let Some(r) = &self.recorder {
                 ui.separator();
                 red_dot(ui);
