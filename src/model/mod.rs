@@ -368,6 +368,22 @@ struct Member {
     spec: ModelSpec,
 }
 
+impl Member {
+    /// The passes this member makes over a batch: the faces, and their mirror images where the
+    /// member is `flip_average` or the caller asks for `mirror` (test-time augmentation).
+    fn passes(self: &Arc<Self>, mirror: bool) -> Vec<Pass> {
+        let both = self.spec.flip_average || mirror;
+        [false, true]
+            .into_iter()
+            .take(1 + usize::from(both))
+            .map(|mirrored| Pass {
+                member: Arc::clone(self),
+                mirrored,
+            })
+            .collect()
+    }
+}
+
 /// Why a network could not be built: a bad metadata entry, or a tensor problem.
 enum NetError {
     Spec(String),
@@ -498,11 +514,7 @@ impl Classifier {
         if on == self.lanes.is_some() {
             return;
         }
-        let passes: usize = self
-            .members
-            .iter()
-            .map(|m| 1 + usize::from(m.spec.flip_average))
-            .sum();
+        let passes: usize = self.members.iter().map(|m| m.passes(false).len()).sum();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let helpers = cores.min(passes).saturating_sub(1);
         // Dropping the old lanes ends their threads first.
@@ -564,22 +576,9 @@ impl Classifier {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        // One pass per member, and one more on the mirror images where the member (or the
-        // caller) averages each face with its mirror image.
-        let passes: Vec<Pass> = self
-            .members
-            .iter()
-            .flat_map(|m| {
-                let both = m.spec.flip_average || mirror;
-                [false, true]
-                    .into_iter()
-                    .take(1 + usize::from(both))
-                    .map(|mirrored| Pass {
-                        member: Arc::clone(m),
-                        mirrored,
-                    })
-            })
-            .collect();
+        let per_member: Vec<Vec<Pass>> = self.members.iter().map(|m| m.passes(mirror)).collect();
+        let counts: Vec<usize> = per_member.iter().map(Vec::len).collect();
+        let passes: Vec<Pass> = per_member.into_iter().flatten().collect();
         let mut results = match &self.lanes {
             Some(lanes) => lanes.run(passes, faces, &self.device),
             None => passes
@@ -600,15 +599,17 @@ impl Classifier {
             Ok(rows)
         };
         let mut sum = vec![vec![0f32; classes]; faces.len()];
-        for m in &self.members {
+        for (m, count) in self.members.iter().zip(counts) {
+            // A member's probabilities are the mean over its passes.
             let mut probs = pass_rows(&m.spec.name)?;
-            if m.spec.flip_average || mirror {
-                let mirrored = pass_rows(&m.spec.name)?;
-                for (row, other) in probs.iter_mut().zip(&mirrored) {
-                    row.iter_mut()
-                        .zip(other)
-                        .for_each(|(a, b)| *a = (*a + b) / 2.0);
+            for _ in 1..count {
+                let other = pass_rows(&m.spec.name)?;
+                for (row, o) in probs.iter_mut().zip(&other) {
+                    row.iter_mut().zip(o).for_each(|(a, b)| *a += b);
                 }
+            }
+            if count > 1 {
+                probs.iter_mut().flatten().for_each(|v| *v /= count as f32);
             }
             for (acc, row) in sum.iter_mut().zip(&probs) {
                 acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
