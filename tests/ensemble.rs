@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use emocam::model::ensemble::combine;
 use emocam::model::vgg::{Vgg, VggConfig};
 use emocam::model::{Architecture, InputScaling, ModelSpec, weights};
-use emocam::{Classifier, Emotion};
+use emocam::{Classifier, Emotion, Scores};
 use image::GrayImage;
 
 fn shipped() -> PathBuf {
@@ -62,6 +62,16 @@ fn faces() -> Vec<GrayImage> {
         .collect()
 }
 
+/// Scores for all `faces`, every class of every face within 1e-5 of `want(face, class)`.
+fn assert_scores_close(got: &[Scores], faces: usize, want: impl Fn(usize, usize) -> f32) {
+    assert_eq!(got.len(), faces);
+    for (i, s) in got.iter().enumerate() {
+        for k in 0..Emotion::COUNT {
+            assert!((s.0[k] - want(i, k)).abs() < 1e-5, "face {i} class {k}");
+        }
+    }
+}
+
 #[test]
 fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,12 +94,7 @@ fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
         b.classify(&faces).unwrap(),
         ens.classify(&faces).unwrap(),
     );
-    for i in 0..faces.len() {
-        for k in 0..Emotion::COUNT {
-            let mean = (sa[i].0[k] + sb[i].0[k]) / 2.0;
-            assert!((se[i].0[k] - mean).abs() < 1e-5, "face {i} class {k}");
-        }
-    }
+    assert_scores_close(&se, faces.len(), |i, k| (sa[i].0[k] + sb[i].0[k]) / 2.0);
     // Flip TTA works on ensembles too.
     assert_eq!(ens.classify_tta(&faces).unwrap().len(), 3);
 }
@@ -117,12 +122,9 @@ fn a_flip_averaged_member_sees_each_face_and_its_mirror() {
         b.classify(&faces).unwrap(),
         ens.classify(&faces).unwrap(),
     );
-    for i in 0..faces.len() {
-        for k in 0..Emotion::COUNT {
-            let want = ((sa[i].0[k] + sm[i].0[k]) / 2.0 + sb[i].0[k]) / 2.0;
-            assert!((se[i].0[k] - want).abs() < 1e-5, "face {i} class {k}");
-        }
-    }
+    assert_scores_close(&se, faces.len(), |i, k| {
+        ((sa[i].0[k] + sm[i].0[k]) / 2.0 + sb[i].0[k]) / 2.0
+    });
     // The faces are not mirror-symmetric, so flipping changed the first member's answer.
     assert!((0..faces.len()).any(|i| (sa[i].0[0] - sm[i].0[0]).abs() > 1e-4));
 
@@ -194,12 +196,7 @@ fn flip_tta_and_forward_match_mirroring_by_hand() {
         ens.classify(&mirrored).unwrap(),
         ens.classify_tta(&faces).unwrap(),
     );
-    for i in 0..faces.len() {
-        for k in 0..Emotion::COUNT {
-            let want = (s[i].0[k] + sm[i].0[k]) / 2.0;
-            assert!((tta[i].0[k] - want).abs() < 1e-5, "face {i} class {k}");
-        }
-    }
+    assert_scores_close(&tta, faces.len(), |i, k| (s[i].0[k] + sm[i].0[k]) / 2.0);
 
     // `forward` on a preprocessed batch honours a single model's flip_average, as classify does.
     let plain = Classifier::load(&shipped()).unwrap();
