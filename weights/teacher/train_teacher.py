@@ -11,6 +11,12 @@ classes in emocam's order (angry, disgust, fear, happy, sad, surprise, neutral).
     python3 train_teacher.py PACKDIR OUTDIR --name a --widths 64,128,256,512 --seed 1 \
         --max-epochs 140 --budget 5000
 
+With `--folds K --fold I` it trains on all but the I-th K-th of the training images (split by
+`--split-seed`, the same for every fold) and also writes `NAME.oof.safetensors`: its last epoch's
+scores of the held-out images and of val, each averaged with the mirror image. `oof_table.py`
+merges the K folds (or several runs of them) into one teacher table for `emocam train --teacher`.
+`--deadline S` fits the cosine schedule on the third epoch so that the run ends within S seconds.
+
 (the commands of the teachers are in weights/README.md and in each file's metadata; three ran
 side by side on one H200 in about 6 minutes, or 3.5 minutes for 80 epochs with `--mixup`). `--budget` alone fits the epoch count to a time budget measured on the first
 epoch, which includes cuDNN's warm-up and so undercounts by about 4x; fix `--max-epochs` instead.
@@ -139,6 +145,17 @@ def evaluate(model, x, y, bs=1024, amp=True):
     return correct / len(x), correct_tta / len(x)
 
 
+@torch.no_grad()
+def mirror_probs(model, x, bs=1024):
+    model.eval()
+    out = [
+        (model(x[i : i + bs]).softmax(1) + model(x[i : i + bs].flip(3)).softmax(1)) / 2
+        for i in range(0, len(x), bs)
+    ]
+    model.train()
+    return torch.cat(out).float()
+
+
 def stored_as_f16(t):
     """Big weight matrices go to the file as F16 (the device returns files of at most 16 MB)."""
     return t.numel() > 65536
@@ -160,16 +177,20 @@ def tensors_for_emocam(model):
     return t
 
 
-def save_safetensors(path, tensors, meta):
-    """Tensors as F32, except those `stored_as_f16`."""
+def save_safetensors(path, tensors, meta, half_ok=True):
+    """Tensors as F32 (I64 stays I64), except those `stored_as_f16` where `half_ok`."""
     header, blobs, off = {"__metadata__": meta}, [], 0
     for name in sorted(tensors):
-        t = tensors[name].detach().float().cpu()
-        half = stored_as_f16(t)
-        arr = t.half().numpy() if half else t.numpy()
-        raw = arr.astype("<f2" if half else "<f4").tobytes()
+        t = tensors[name].detach().cpu()
+        if t.dtype == torch.int64:
+            raw, dtype = t.numpy().astype("<i8").tobytes(), "I64"
+        else:
+            t = t.float()
+            half = half_ok and stored_as_f16(t)
+            arr = t.half().numpy() if half else t.numpy()
+            raw, dtype = arr.astype("<f2" if half else "<f4").tobytes(), "F16" if half else "F32"
         header[name] = {
-            "dtype": "F16" if half else "F32",
+            "dtype": dtype,
             "shape": list(t.shape),
             "data_offsets": [off, off + len(raw)],
         }
@@ -210,6 +231,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     ap.add_argument("--limit", type=int, default=0, help="use only N training images (smoke test)")
+    ap.add_argument("--folds", type=int, default=0, help="K: train on all but one K-th of the images")
+    ap.add_argument("--fold", type=int, default=0, help="which K-th (0..K-1) is held out")
+    ap.add_argument("--split-seed", type=int, default=12345, help="same for every fold of a run")
+    ap.add_argument("--deadline", type=float, default=0, help="stop early after this many seconds")
     a = ap.parse_args()
     widths = [int(w) for w in a.widths.split(",")]
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -231,7 +256,20 @@ def main():
     if a.limit:
         keep = torch.randperm(len(xtr))[: a.limit]
         xtr, ytr = xtr[keep], ytr[keep]
+    held = None
+    if a.folds:
+        # Out-of-fold: the held-out images get scores from a teacher that never trained on them,
+        # as confident as it is on new faces (a teacher's scores of its own training images are
+        # far too sure to teach anything beyond the labels).
+        order = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(a.split_seed))
+        held = order[a.fold :: a.folds].sort().values
+        keep = torch.ones(len(xtr), dtype=torch.bool)
+        keep[held] = False
+        xheld = xtr[held]
+        xtr, ytr = xtr[keep], ytr[keep]
     xtr, ytr, xva, yva = xtr.to(dev), ytr.to(dev), xva.to(dev), yva.to(dev)
+    if held is not None:
+        xheld = xheld.to(dev)
     say(f"data: train {len(xtr)} val {len(xva)} on {dev} in {time.time() - t0:.1f}s")
 
     model = Vgg(widths, a.dense, a.drop_block, a.drop_head).to(dev)
@@ -293,6 +331,14 @@ def main():
             # Fit the cosine schedule to the time budget, measured on the first epoch.
             epochs = max(3, min(a.max_epochs, int(a.budget / (dt * 1.03))))
             say(f"epoch takes {dt:.2f}s: training {epochs} epochs")
+        if a.deadline and epoch == 3:
+            # Fit the cosine schedule to the deadline on the third epoch, after cuDNN's warm-up.
+            left = a.deadline - (time.time() - t0) - 20
+            epochs = max(epoch + 1, min(epochs, epoch + int(left / (dt * 1.05))))
+            say(f"epoch takes {dt:.2f}s: training {epochs} epochs to meet the deadline")
+        if a.deadline and time.time() - t0 + 1.5 * dt > a.deadline:
+            say(f"deadline: stopping after epoch {epoch} of {epochs}")
+            epochs = epoch
         if acc_tta > best:
             best = acc_tta
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -307,6 +353,7 @@ def main():
         model.train()
     say(f"mean top probability on the training images: {top.mean().item():.3f}")
     wall = time.time() - t_train
+    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for tag, state in (("last", None), ("best", best_state)):
         if state is not None:
             model.load_state_dict(state)
@@ -331,6 +378,16 @@ def main():
         }
         save_safetensors(f"{a.outdir}/{a.name}.{tag}.safetensors", tensors_for_emocam(model), meta)
         say(f"saved {tag}: val {acc:.4f} val_tta {acc_tta:.4f} (fp32, weights as saved)")
+    if held is not None:
+        # The last epoch's net (not the one picked on val) scores the held-out images and val,
+        # each averaged with its mirror image as `emocam train --teacher` does.
+        model.load_state_dict(last_state)
+        round_to_saved(model)
+        probs = {"index": held.to(torch.int64)}
+        for key, x in (("probs", xheld), ("val_probs", xva)):
+            probs[key] = mirror_probs(model.float(), x)
+        save_safetensors(f"{a.outdir}/{a.name}.oof.safetensors", probs, {"folds": str(a.folds), "fold": str(a.fold)}, half_ok=False)
+        say(f"saved out-of-fold scores of {len(held)} held-out images")
     say(f"done: {last_epoch} epochs in {wall:.0f}s")
 
 
