@@ -207,8 +207,9 @@ struct TrainArgs {
     /// Start from these weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Distil from this model (any weights file the app loads, an ensemble too): the loss
-    /// also follows its probabilities for each training image.
+    /// Distil from this model (any weights file the app loads, an ensemble too), or from a
+    /// teacher table of probabilities per training image made elsewhere (e.g. out-of-fold
+    /// teachers: weights/teacher/oof_table.py): the loss also follows them for each image.
     #[arg(long, value_name = "FILE")]
     teacher: Option<PathBuf>,
     /// Share of the loss that follows the --teacher (0 to 1).

@@ -169,6 +169,11 @@ pub struct ModelSpec {
     pub metadata: HashMap<String, String>,
 }
 
+/// The `architecture` of a file that holds no model but a teacher's probabilities for each
+/// training image (made elsewhere, e.g. by teachers that never saw the image), which
+/// `emocam train --teacher` reads instead of labelling the images itself.
+pub const TEACHER_TABLE: &str = "teacher_table";
+
 impl ModelSpec {
     /// Read a spec from safetensors metadata; the error says which key is wrong and what it expects.
     pub fn from_metadata(m: &HashMap<String, String>) -> Result<Self, String> {
@@ -179,6 +184,11 @@ impl ModelSpec {
                 meta::ARCHITECTURE
             )
         })?;
+        if arch_name == TEACHER_TABLE {
+            return Err(format!(
+                "this is a teacher table (scores of training images, for `emocam train --teacher`), not a model (expected one of: {known})"
+            ));
+        }
         let architecture = Architecture::from_name(arch_name).ok_or_else(|| {
             format!("unknown architecture {arch_name:?} (this build knows: {known})")
         })?;
@@ -273,7 +283,8 @@ impl ModelSpec {
     }
 }
 
-fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
+/// Read a `classes` metadata entry: a JSON list of 2 to 7 distinct emotion names.
+pub(crate) fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
     let names: Vec<String> = serde_json::from_str(s).map_err(|_| {
         format!(
             "metadata {} is {s:?}, expected a JSON array of class names",

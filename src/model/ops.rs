@@ -632,6 +632,34 @@ impl candle_core::InplaceOp2 for AddInPlace {
     }
 }
 
+/// Dropout with a mask drawn from `seed` (candle's own draws from an unseeded generator):
+/// zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`, so that a
+/// training run repeats exactly under the same seed.
+pub fn dropout_seeded(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("dropout probability {p}, expected 0 <= p < 1");
+    }
+    let keep = 1.0 / (1.0 - p);
+    // SplitMix64, one draw per element.
+    let mut state = seed ^ 0xD1B5_4A32_D192_ED03;
+    let threshold = (p as f64 * (1u64 << 32) as f64) as u64;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            if (z ^ (z >> 31)) >> 32 < threshold {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x.mul(&mask)
+}
+
 /// 2x2 max pool, stride 2 (odd last rows and columns dropped, as candle's `max_pool2d(2)`),
 /// for any 4-D contiguous layout. Its own op rather than candle's because candle's backward
 /// pass scales each gradient by the share of maxima in its window: a window with one maximum
@@ -921,6 +949,23 @@ fn bias_rows_generic<const FMA: bool>(out: &mut [f32], bias: &[f32], cols: usize
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn seeded_dropout_repeats_under_its_seed_and_keeps_the_expected_share() {
+        let x = Tensor::ones((4, 10_000), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let a = dropout_seeded(&x, 0.25, 9).unwrap();
+        let b = dropout_seeded(&x, 0.25, 9).unwrap();
+        let c = dropout_seeded(&x, 0.25, 10).unwrap();
+        let v: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_ne!(v, c.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let dropped = v.iter().filter(|&&e| e == 0.0).count() as f64 / v.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.01, "dropped {dropped}");
+        // Kept values are scaled so that the expected sum is unchanged.
+        assert!(v.iter().all(|&e| e == 0.0 || (e - 1.0 / 0.75).abs() < 1e-6));
+        assert_eq!(a.dims(), x.dims());
+        assert!(dropout_seeded(&x, 1.0, 1).is_err());
+    }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)

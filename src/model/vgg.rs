@@ -10,12 +10,13 @@
 //! `head.fc2.{weight,bias}`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::batch_norm::BatchNorm2d;
-use super::ops::{bias_act_in_place, im2col3x3, max_pool2x2};
+use super::ops::{bias_act_in_place, dropout_seeded, im2col3x3, max_pool2x2};
 
 /// Metadata key for the block widths, e.g. `16,32,64,128`.
 pub const META_WIDTHS: &str = "vgg_widths";
@@ -170,6 +171,8 @@ pub struct Vgg {
     fc2: Linear,
     dropout: f32,
     frozen: usize,
+    /// Seeds the dropout masks of `forward_t(x, true)`, one per call.
+    dropout_calls: AtomicU64,
 }
 
 impl Vgg {
@@ -194,6 +197,7 @@ impl Vgg {
             fc2,
             dropout: cfg.dropout,
             frozen: 0,
+            dropout_calls: AtomicU64::new(0),
         })
     }
 
@@ -230,8 +234,24 @@ impl Vgg {
 }
 
 impl Vgg {
-    /// Logits for `(N, 1, S, S)` input; `train` uses batch statistics and dropout.
+    /// Logits for `(N, 1, S, S)` input; `train` uses batch statistics and dropout (masks
+    /// seeded by a count of the calls; [`Vgg::forward_train`] takes the seed).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let seed = if train {
+            self.dropout_calls.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
+        self.forward_seeded(x, train, seed)
+    }
+
+    /// Logits in training mode, with dropout masks drawn from `dropout_seed`: the same seed,
+    /// input and weights give the same result.
+    pub fn forward_train(&self, x: &Tensor, dropout_seed: u64) -> Result<Tensor> {
+        self.forward_seeded(x, true, dropout_seed)
+    }
+
+    fn forward_seeded(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if c != 1 {
             candle_core::bail!(
@@ -249,7 +269,7 @@ impl Vgg {
                 y = y.detach();
             }
             if train && self.dropout > 0.0 {
-                y = candle_nn::ops::dropout(&y, self.dropout)?;
+                y = dropout_seeded(&y, self.dropout, seed.wrapping_add(i as u64 + 1))?;
             }
         }
         // (C, N, h, w) -> (N, C*h*w) for the dense layers.
@@ -258,7 +278,7 @@ impl Vgg {
             .forward(&y.transpose(0, 1)?.contiguous()?.flatten_from(1)?)?
             .relu()?;
         if train && self.dropout > 0.0 {
-            y = candle_nn::ops::dropout(&y, self.dropout)?;
+            y = dropout_seeded(&y, self.dropout, seed)?;
         }
         self.fc2.forward(&y)
     }

@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod curves;
+mod init;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -43,6 +44,18 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), with 53 bits.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.unit_f64();
+        let v = self.unit_f64();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
     /// Uniform in [0, 1).
@@ -170,6 +183,14 @@ impl TrainNet {
         }
     }
 
+    /// Logits in training mode; `dropout_seed` decides the dropout masks.
+    fn forward_train(&self, x: &Tensor, dropout_seed: u64) -> candle_core::Result<Tensor> {
+        match self {
+            TrainNet::Vgg(m) => m.forward_train(x, dropout_seed),
+            TrainNet::MiniXception(m) => m.forward_t(x, true),
+        }
+    }
+
     /// Fold the batch statistics gathered by the last training passes into the running ones.
     fn commit_batch_norm_stats(&self) -> candle_core::Result<()> {
         let bns = match self {
@@ -260,6 +281,7 @@ pub struct TrainConfig {
 pub struct Distill {
     /// Any weights file the app loads, an ensemble included. It labels every training image
     /// once, averaged with the mirror image so that flipped augmentations keep their target.
+    /// Or a teacher table ([`save_teacher_table`]) holding such labels made elsewhere.
     pub teacher: PathBuf,
     /// Share of the loss that follows the teacher (0 to 1); the rest follows the labels.
     pub weight: f64,
@@ -465,6 +487,161 @@ fn read_tables(cache: &Path, key: &str, count: usize) -> Option<Vec<Vec<f32>>> {
         .collect()
 }
 
+/// A teacher table's probabilities for every image of `set`, `classes.len()` per image in the
+/// net's class order, and the table's name; `None` when `path` is not a teacher table (it is
+/// then loaded as a model). Rows are matched to images by their last two path components
+/// (`class/file`), so the table may list them in any order and list more.
+fn read_teacher_table(
+    path: &Path,
+    set: &LabeledFaces,
+    classes: &[Emotion],
+) -> Result<Option<(String, Vec<f32>)>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::weights(path, reason);
+    let meta = match safetensors::SafeTensors::read_metadata(&bytes) {
+        Ok((_, header)) => header.metadata().clone().unwrap_or_default(),
+        // Not safetensors at all: the model loader says what is wrong with it.
+        Err(_) => return Ok(None),
+    };
+    if meta.get(meta::ARCHITECTURE).map(String::as_str) != Some(crate::model::TEACHER_TABLE) {
+        return Ok(None);
+    }
+    let table_classes = crate::model::parse_classes(meta.get(meta::CLASSES).ok_or_else(|| {
+        bad("a teacher table needs a \"classes\" metadata entry (JSON list of names)".into())
+    })?)
+    .map_err(bad)?;
+    let names: Vec<String> = meta
+        .get(TABLE_IMAGES)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| {
+            bad(format!(
+                "a teacher table needs an \"{TABLE_IMAGES}\" metadata entry: a JSON list of 'class/file' names"
+            ))
+        })?;
+    let probs = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| bad(format!("cannot read: {e}")))?
+        .remove("probs")
+        .ok_or_else(|| bad("a teacher table needs a tensor \"probs\" (images x classes)".into()))?;
+    let k = table_classes.len();
+    if probs.dims() != [names.len(), k] {
+        return Err(bad(format!(
+            "tensor \"probs\" is {:?}, expected [{}, {k}] ({} images, {k} classes)",
+            probs.dims(),
+            names.len(),
+            names.len()
+        )));
+    }
+    let probs = probs
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let columns = classes
+        .iter()
+        .map(|c| {
+            table_classes.iter().position(|t| t == c).ok_or_else(|| {
+                bad(format!(
+                    "it has no '{c}' class; it must score every class the net learns"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    if set.sources.len() < set.len() {
+        return Err(bad(format!(
+            "the training set names {} of its {} images, so they cannot be matched to the table's rows",
+            set.sources.len(),
+            set.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(set.len() * classes.len());
+    for source in set.sources.iter().take(set.len()) {
+        let key = table_image_name(source);
+        let row = rows.get(key.as_str()).ok_or_else(|| {
+            bad(format!(
+                "it has no scores for training image {source} (looked for {key:?}); a table must cover every training image"
+            ))
+        })?;
+        let p = &probs[row * k..(row + 1) * k];
+        let picked: Vec<f32> = columns.iter().map(|&c| p[c].max(0.0)).collect();
+        let sum: f32 = picked.iter().sum();
+        if !(sum > 0.0 && sum.is_finite()) {
+            return Err(bad(format!(
+                "row {row} ({key}) holds no usable probabilities: {p:?}"
+            )));
+        }
+        out.extend(picked.iter().map(|v| v / sum));
+    }
+    let name = meta
+        .get(meta::NAME)
+        .cloned()
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(Some((name, out)))
+}
+
+/// Write a teacher table that `--teacher` reads instead of a model: `probs` holds
+/// `classes.len()` probabilities per image, one row per name of `images` (`class/file`, see
+/// [`table_image_name`]). Tables made outside emocam (`weights/teacher/oof_table.py`) have the
+/// same layout.
+pub fn save_teacher_table(
+    path: &Path,
+    name: &str,
+    classes: &[Emotion],
+    images: &[String],
+    probs: &[f32],
+) -> Result<()> {
+    if probs.len() != images.len() * classes.len() {
+        return Err(Error::InvalidInput {
+            what: format!("teacher table {}", path.display()),
+            reason: format!(
+                "{} probabilities for {} images of {} classes",
+                probs.len(),
+                images.len(),
+                classes.len()
+            ),
+        });
+    }
+    let tensor = Tensor::from_slice(probs, (images.len(), classes.len()), &Device::Cpu)?;
+    let class_names: Vec<&str> = classes.iter().map(|c| c.name()).collect();
+    let meta = HashMap::from([
+        (
+            meta::ARCHITECTURE.to_string(),
+            crate::model::TEACHER_TABLE.to_string(),
+        ),
+        (meta::NAME.to_string(), name.to_string()),
+        (
+            meta::CLASSES.to_string(),
+            serde_json::to_string(&class_names).unwrap_or_default(),
+        ),
+        (
+            TABLE_IMAGES.to_string(),
+            serde_json::to_string(images).unwrap_or_default(),
+        ),
+    ]);
+    let bytes = safetensors::serialize(HashMap::from([("probs".to_string(), tensor)]), Some(meta))
+        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))?;
+    weights::write_replacing(path, &bytes)
+}
+
+/// Metadata entry of a teacher table: its rows' image names, as a JSON list.
+pub const TABLE_IMAGES: &str = "images";
+
+/// The name a teacher table gives an image: its class folder and file name (`happy/1.jpg`).
+pub fn table_image_name(source: &str) -> String {
+    let p = Path::new(source);
+    let file = p
+        .file_name()
+        .map(|f| f.to_string_lossy())
+        .unwrap_or_default();
+    match p.parent().and_then(|d| d.file_name()) {
+        Some(dir) => format!("{}/{file}", dir.to_string_lossy()),
+        None => file.into_owned(),
+    }
+}
+
 /// Softened teacher probabilities for every training image, `classes.len()` per image in the
 /// student's class order, and whether they came from the cache beside `out`.
 fn teacher_targets(
@@ -476,6 +653,17 @@ fn teacher_targets(
     progress: bool,
 ) -> Result<(Vec<f32>, bool)> {
     let t0 = Instant::now();
+    if let Some((name, mut probs)) = read_teacher_table(&d.teacher, set, classes)? {
+        soften(&mut probs, classes.len(), d.temperature);
+        if progress {
+            eprintln!(
+                "teacher {name}: {} training images read from the table {}",
+                set.len(),
+                d.teacher.display()
+            );
+        }
+        return Ok((probs, false));
+    }
     let cache = side_path(out, ".teacher.safetensors");
     let (name, mut tables, reused) = helper_tables(
         "--teacher",
@@ -840,6 +1028,7 @@ fn forward_backward(
     partner: Option<&[f32]>,
     vars: &[Var],
     threads: usize,
+    dropout_seed: u64,
 ) -> candle_core::Result<(f64, Vec<u32>, GradStore)> {
     let dev = Device::Cpu;
     let denom = loss_denominator(loss_kind, labels, &weights.to_vec1::<f32>()?);
@@ -847,7 +1036,8 @@ fn forward_backward(
     let part = |imgs: &[&image::GrayImage], labels: &[u32], first: usize| {
         let x = batch(imgs, size, &dev)?;
         let y = Tensor::new(labels, &dev)?;
-        let logits = model.forward_t(&x, true)?;
+        // Each part's masks depend on where it starts, not on which thread runs it.
+        let logits = model.forward_train(&x, dropout_seed ^ ((first as u64) << 20))?;
         let (n, c) = (imgs.len(), logits.dim(1)?);
         let mate = partner.map(|m| &m[first * c..(first + n) * c]);
         let logp = judged_log_probs(&logits, mate, 1.0)?;
@@ -1051,8 +1241,9 @@ pub fn train(
         ));
     }
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let mut model = cfg.net.build(vb)?;
+    let mut model = cfg
+        .net
+        .build(init::seeded_var_builder(&varmap, cfg.seed, &dev))?;
     if cfg.freeze > model.num_blocks() {
         return Err(invalid(
             "--freeze",
@@ -1259,6 +1450,7 @@ pub fn train(
                 mate.as_deref(),
                 &trainable,
                 threads,
+                rng.next_u64(),
             )?;
             opt.step(&grads)?;
             correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
@@ -1357,7 +1549,7 @@ pub fn bench_step(
 ) -> Result<impl FnMut() -> candle_core::Result<()> + use<>> {
     let dev = Device::Cpu;
     let varmap = VarMap::new();
-    let model = net.build(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let model = net.build(init::seeded_var_builder(&varmap, 1, &dev))?;
     let named: Vec<(String, Var)> = {
         let data = varmap.data().lock().map_err(|_| Error::InvalidInput {
             what: "model".into(),
@@ -1381,7 +1573,9 @@ pub fn bench_step(
         .map(|i| i % net.classes() as u32)
         .collect();
     let weights = Tensor::ones(net.classes(), DType::F32, &dev)?;
+    let mut step = 0u64;
     Ok(move || {
+        step += 1;
         let refs: Vec<&image::GrayImage> = images.iter().collect();
         let (_, _, grads) = forward_backward(
             &model,
@@ -1394,6 +1588,7 @@ pub fn bench_step(
             None,
             &vars,
             threads,
+            step,
         )?;
         opt.step(&grads)
     })
