@@ -341,8 +341,8 @@ fn main() -> ExitCode {
 }
 
 fn load_classifier(weights: Option<&Path>) -> Result<Classifier> {
-    Classifier::load_or_builtin(weights)
-        .with_context(|| format!("cannot load weights {}", describe_source(weights)))
+    // The library's errors name the file already.
+    Classifier::load_or_builtin(weights).context("cannot load weights")
 }
 
 fn predict(
