@@ -158,8 +158,8 @@ fn an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does() {
         assert_eq!(first.epochs_run, 2, "stopped after two epochs");
         let rest = run("parts.safetensors", None, true);
         assert_eq!(rest.epochs_run, 4);
-        // Equal up to float rounding: two identical runs can differ in the last bits (a
-        // fresh optimiser state after the break would differ by whole update steps).
+        // Equal up to float rounding (the optimiser's state goes through a file at the break;
+        // a fresh one would differ by whole update steps).
         for (a, b) in whole.history.iter().zip(&rest.history) {
             let close = (a.train_loss - b.train_loss).abs() <= 1e-5 * a.train_loss.abs().max(1e-3);
             assert!(close, "{optimizer:?} epoch {}: {a:?} vs {b:?}", a.epoch);
@@ -693,14 +693,19 @@ fn named(mut set: LabeledFaces, root: &str) -> LabeledFaces {
 fn a_teacher_table_made_elsewhere_teaches_like_a_teacher_model() {
     let dir = tempfile::tempdir().unwrap();
     let classes = [Emotion::Angry, Emotion::Disgust, Emotion::Fear];
-    let (tr, val) = (named(dataset(40, 1), "data/train"), dataset(15, 2));
-    // The table knows the true classes; it lists the images backwards, under other folders'
-    // roots, in another class order, with one image too many.
+    let (tr, val) = (dataset(40, 1), dataset(15, 2));
+    // Wrong labels (and folders named after them), all of the loss from the table, which knows
+    // the true classes: the student must learn those. The table lists the images backwards,
+    // in another class order, with one image too many.
+    let wrong = named(shifted_labels(tr.clone()), "data/train");
     let table_classes = [Emotion::Fear, Emotion::Angry, Emotion::Disgust];
     let mut images = vec!["angry/extra.png".to_string()];
     let mut probs = vec![1.0, 0.0, 0.0];
     for i in (0..tr.len()).rev() {
-        images.push(emocam::train::table_image_name(&tr.sources[i]));
+        images.push(emocam::train::table_image_name(
+            &wrong.sources[i],
+            wrong.labels[i],
+        ));
         probs.extend(
             table_classes
                 .iter()
@@ -711,9 +716,6 @@ fn a_teacher_table_made_elsewhere_teaches_like_a_teacher_model() {
     emocam::train::save_teacher_table(&table, "test table", &table_classes, &images, &probs)
         .unwrap();
 
-    // Wrong labels, all of the loss from the table: the student learns the true classes.
-    let mut wrong = shifted_labels(tr.clone());
-    wrong.sources = tr.sources.clone();
     let mut cfg = config(dir.path().join("taught.safetensors"));
     cfg.seed = 11;
     cfg.distill = Some(Distill {
@@ -743,7 +745,7 @@ fn a_teacher_table_made_elsewhere_teaches_like_a_teacher_model() {
     cfg.distill.as_mut().unwrap().teacher = short;
     let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
     assert!(
-        err.contains("short.safetensors") && err.contains(&tr.sources[0]),
+        err.contains("short.safetensors") && err.contains(&wrong.sources[0]),
         "{err}"
     );
     // One that lacks a class the net learns is refused, naming the class.
@@ -763,6 +765,37 @@ fn a_teacher_table_made_elsewhere_teaches_like_a_teacher_model() {
         err.contains("two.safetensors") && err.contains("fear"),
         "{err}"
     );
+    // A name listed twice, a value that is no probability, and images without file names
+    // (as a CSV's rows are) are refused, each saying so.
+    let refused = |images: &[String], probs: &[f32], set: &LabeledFaces, name: &str| {
+        let path = dir.path().join(name);
+        emocam::train::save_teacher_table(&path, name, &table_classes, images, probs).unwrap();
+        let mut cfg = cfg.clone();
+        cfg.distill.as_mut().unwrap().teacher = path;
+        train(set, &val, &cfg).unwrap_err().to_string()
+    };
+    let mut twice = images.clone();
+    twice[0] = twice[1].clone();
+    let err = refused(&twice, &probs, &wrong, "twice.safetensors");
+    assert!(
+        err.contains("twice.safetensors") && err.contains("listed twice"),
+        "{err}"
+    );
+    let mut nan = probs.clone();
+    nan[7] = f32::NAN;
+    let err = refused(&images, &nan, &wrong, "nan.safetensors");
+    assert!(
+        err.contains("nan.safetensors") && err.contains("NaN"),
+        "{err}"
+    );
+    let mut csv = wrong.clone();
+    csv.sources = (0..csv.len()).map(|i| format!("line {}", i + 2)).collect();
+    let err = refused(&images, &probs, &csv, "for-csv.safetensors");
+    assert!(
+        err.contains("line 2") && err.contains("no file name"),
+        "{err}"
+    );
+
     // Probabilities that do not fit the names are refused when writing.
     let err = emocam::train::save_teacher_table(
         &dir.path().join("bad.safetensors"),

@@ -496,28 +496,32 @@ fn read_teacher_table(
     set: &LabeledFaces,
     classes: &[Emotion],
 ) -> Result<Option<(String, Vec<f32>)>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |reason: String| Error::weights(path, reason);
-    let meta = match safetensors::SafeTensors::read_metadata(&bytes) {
-        Ok((_, header)) => header.metadata().clone().unwrap_or_default(),
-        // Not safetensors at all: the model loader says what is wrong with it.
-        Err(_) => return Ok(None),
+    // Only the header: a teacher that is a model is read again, whole, by the model loader,
+    // which also says what is wrong with a file that is not safetensors.
+    let Some(meta) = safetensors_metadata(path) else {
+        return Ok(None);
     };
     if meta.get(meta::ARCHITECTURE).map(String::as_str) != Some(crate::model::TEACHER_TABLE) {
         return Ok(None);
     }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let table_classes = crate::model::parse_classes(meta.get(meta::CLASSES).ok_or_else(|| {
         bad("a teacher table needs a \"classes\" metadata entry (JSON list of names)".into())
     })?)
     .map_err(bad)?;
-    let names: Vec<String> = meta
-        .get(TABLE_IMAGES)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| {
-            bad(format!(
+    let names: Vec<String> = match meta.get(TABLE_IMAGES) {
+        None => {
+            return Err(bad(format!(
                 "a teacher table needs an \"{TABLE_IMAGES}\" metadata entry: a JSON list of 'class/file' names"
+            )));
+        }
+        Some(s) => serde_json::from_str(s).map_err(|e| {
+            bad(format!(
+                "metadata \"{TABLE_IMAGES}\" is not a JSON list of 'class/file' names: {e}"
             ))
-        })?;
+        })?,
+    };
     let probs = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| bad(format!("cannot read: {e}")))?
         .remove("probs")
@@ -545,11 +549,14 @@ fn read_teacher_table(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let rows: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.as_str(), i))
-        .collect();
+    let mut rows: HashMap<&str, usize> = HashMap::with_capacity(names.len());
+    for (i, n) in names.iter().enumerate() {
+        if rows.insert(n.as_str(), i).is_some() {
+            return Err(bad(format!(
+                "image {n:?} is listed twice; each image needs one row"
+            )));
+        }
+    }
     if set.sources.len() < set.len() {
         return Err(bad(format!(
             "the training set names {} of its {} images, so they cannot be matched to the table's rows",
@@ -558,19 +565,32 @@ fn read_teacher_table(
         )));
     }
     let mut out = Vec::with_capacity(set.len() * classes.len());
-    for source in set.sources.iter().take(set.len()) {
-        let key = table_image_name(source);
-        let row = rows.get(key.as_str()).ok_or_else(|| {
+    for (source, label) in set.sources.iter().zip(&set.labels) {
+        if Path::new(source)
+            .parent()
+            .is_none_or(|d| d.as_os_str().is_empty())
+        {
+            return Err(bad(format!(
+                "training image {source:?} has no file name to match: a table's rows are matched to class-folder images by 'class/file' (CSV rows have none)"
+            )));
+        }
+        let key = table_image_name(source, *label);
+        let row = *rows.get(key.as_str()).ok_or_else(|| {
             bad(format!(
                 "it has no scores for training image {source} (looked for {key:?}); a table must cover every training image"
             ))
         })?;
         let p = &probs[row * k..(row + 1) * k];
-        let picked: Vec<f32> = columns.iter().map(|&c| p[c].max(0.0)).collect();
-        let sum: f32 = picked.iter().sum();
-        if !(sum > 0.0 && sum.is_finite()) {
+        if let Some(v) = p.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
             return Err(bad(format!(
-                "row {row} ({key}) holds no usable probabilities: {p:?}"
+                "row {row} ({key}) holds {v}: expected probabilities, finite and at least 0"
+            )));
+        }
+        let picked: Vec<f32> = columns.iter().map(|&c| p[c]).collect();
+        let sum: f32 = picked.iter().sum();
+        if sum <= 0.0 {
+            return Err(bad(format!(
+                "row {row} ({key}) gives the net's classes no probability: {p:?}"
             )));
         }
         out.extend(picked.iter().map(|v| v / sum));
@@ -629,17 +649,31 @@ pub fn save_teacher_table(
 /// Metadata entry of a teacher table: its rows' image names, as a JSON list.
 pub const TABLE_IMAGES: &str = "images";
 
-/// The name a teacher table gives an image: its class folder and file name (`happy/1.jpg`).
-pub fn table_image_name(source: &str) -> String {
-    let p = Path::new(source);
-    let file = p
+/// The name a teacher table gives a training image: its class and file name (`happy/1.jpg`).
+pub fn table_image_name(source: &str, class: Emotion) -> String {
+    let file = Path::new(source)
         .file_name()
-        .map(|f| f.to_string_lossy())
+        .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match p.parent().and_then(|d| d.file_name()) {
-        Some(dir) => format!("{}/{file}", dir.to_string_lossy()),
-        None => file.into_owned(),
+    format!("{}/{file}", class.name())
+}
+
+/// The `__metadata__` of a safetensors file, read from its header alone; `None` when the file
+/// cannot be read or is not safetensors.
+fn safetensors_metadata(path: &Path) -> Option<HashMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // safetensors' own limit on a header's size.
+    if len > 100_000_000 {
+        return None;
     }
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).ok()?;
+    let mut json: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_value(json.get_mut("__metadata__")?.take()).ok()
 }
 
 /// Softened teacher probabilities for every training image, `classes.len()` per image in the

@@ -30,6 +30,8 @@ def read_safetensors(path):
         lo, hi = info["data_offsets"]
         a = array({"F32": "f", "I64": "q"}[info["dtype"]])
         a.frombytes(buf[8 + n + lo : 8 + n + hi])
+        if sys.byteorder != "little":
+            a.byteswap()
         out[name] = a
     return out, meta
 
@@ -59,6 +61,11 @@ def main():
     for path in folds:
         t, meta = read_safetensors(path)
         idx, p, vp = t["index"], t["probs"], t["val_probs"]
+        if len(p) != len(idx) * k or len(vp) != len(val_labels) * k or not idx:
+            sys.exit(f"{path}: {len(idx)} indices, {len(p)} and {len(vp)} scores: expected "
+                     f"{k} per held-out image and {k} per val image ({len(val_labels)})")
+        if max(idx) >= len(names) or min(idx) < 0:
+            sys.exit(f"{path}: image index {max(idx)} outside the {len(names)} training images")
         right = 0
         for r, i in enumerate(idx):
             row = p[r * k : (r + 1) * k]
@@ -83,6 +90,8 @@ def main():
     flat = array("f")
     for p in probs:
         flat.extend(p)
+    if sys.byteorder != "little":
+        flat.byteswap()
     raw = flat.tobytes()
     meta = {
         "architecture": "teacher_table",

@@ -236,6 +236,10 @@ def main():
     ap.add_argument("--split-seed", type=int, default=12345, help="same for every fold of a run")
     ap.add_argument("--deadline", type=float, default=0, help="stop early after this many seconds")
     a = ap.parse_args()
+    if a.folds and not (a.folds >= 2 and 0 <= a.fold < a.folds):
+        ap.error(f"--fold {a.fold} of --folds {a.folds}: expected 2 or more folds and 0 <= fold < folds")
+    if a.folds and a.limit:
+        ap.error("--limit with --folds: the held-out images would not be the pack's")
     widths = [int(w) for w in a.widths.split(",")]
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     amp = dev == "cuda"
