@@ -19,6 +19,7 @@ pub mod model;
 pub mod pipeline;
 pub mod recognize;
 pub mod record;
+pub mod rng;
 pub mod runtime;
 pub mod track;
 pub mod train;

@@ -640,21 +640,9 @@ pub fn dropout_seeded(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
         bail!("dropout probability {p}, expected 0 <= p < 1");
     }
     let keep = 1.0 / (1.0 - p);
-    // SplitMix64, one draw per element.
-    let mut state = seed ^ 0xD1B5_4A32_D192_ED03;
-    let threshold = (p as f64 * (1u64 << 32) as f64) as u64;
+    let mut rng = crate::rng::Rng::new(seed);
     let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            if (z ^ (z >> 31)) >> 32 < threshold {
-                0.0
-            } else {
-                keep
-            }
-        })
+        .map(|_| if rng.unit() < p { 0.0 } else { keep })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x.mul(&mask)

@@ -2,15 +2,14 @@
 //! conv3x3 + batch norm + ReLU, a 2x2 max-pool and dropout, then a dense layer with ReLU and
 //! dropout and a dense output layer (softmax is applied by [`super::Classifier`]).
 //!
-//! The same struct trains (`forward_t(x, true)`: batch statistics, dropout) and infers
-//! (running statistics, no dropout). Activations are kept channel-major `(C, N, H, W)`, so each
-//! convolution over a batch is one matmul and batch norm works on 2-D `(C, N*H*W)` rows; with
-//! candle's own `conv2d` training ran 2-4x slower. Tensor names: `block{i}.conv{j}.weight`,
-//! `block{i}.bn{j}.{weight,bias,running_mean,running_var}`, `head.fc1.{weight,bias}`,
-//! `head.fc2.{weight,bias}`.
+//! The same struct trains (`forward_train(x, seed)`: batch statistics, dropout masks drawn from
+//! the seed) and infers (`forward`: running statistics, no dropout). Activations are kept
+//! channel-major `(C, N, H, W)`, so each convolution over a batch is one matmul and batch norm
+//! works on 2-D `(C, N*H*W)` rows; with candle's own `conv2d` training ran 2-4x slower. Tensor
+//! names: `block{i}.conv{j}.weight`, `block{i}.bn{j}.{weight,bias,running_mean,running_var}`,
+//! `head.fc1.{weight,bias}`, `head.fc2.{weight,bias}`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -171,8 +170,6 @@ pub struct Vgg {
     fc2: Linear,
     dropout: f32,
     frozen: usize,
-    /// Seeds the dropout masks of `forward_t(x, true)`, one per call.
-    dropout_calls: AtomicU64,
 }
 
 impl Vgg {
@@ -197,7 +194,6 @@ impl Vgg {
             fc2,
             dropout: cfg.dropout,
             frozen: 0,
-            dropout_calls: AtomicU64::new(0),
         })
     }
 
@@ -234,23 +230,14 @@ impl Vgg {
 }
 
 impl Vgg {
-    /// Logits for `(N, 1, S, S)` input; `train` uses batch statistics and dropout (masks
-    /// seeded by a count of the calls; [`Vgg::forward_train`] takes the seed).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let seed = if train {
-            self.dropout_calls.fetch_add(1, Ordering::Relaxed)
-        } else {
-            0
-        };
-        self.forward_seeded(x, train, seed)
-    }
-
     /// Logits in training mode, with dropout masks drawn from `dropout_seed`: the same seed,
     /// input and weights give the same result.
     pub fn forward_train(&self, x: &Tensor, dropout_seed: u64) -> Result<Tensor> {
         self.forward_seeded(x, true, dropout_seed)
     }
 
+    /// Logits for `(N, 1, S, S)` input; `train` uses batch statistics and dropout masks drawn
+    /// from `seed`.
     fn forward_seeded(&self, x: &Tensor, train: bool, seed: u64) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if c != 1 {
@@ -286,6 +273,6 @@ impl Vgg {
 
 impl Module for Vgg {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_t(x, false)
+        self.forward_seeded(x, false, 0)
     }
 }

@@ -7,7 +7,7 @@ use candle_nn::init::{Init, NormalOrUniform};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{VarBuilder, VarMap};
 
-use super::Rng;
+use crate::rng::{FNV_OFFSET, Rng, fnv1a};
 
 /// A [`VarBuilder`] that stores new variables in `map`, as [`VarBuilder::from_varmap`] does,
 /// but draws each one's initial values from a generator seeded by `seed` and the variable's
@@ -41,7 +41,7 @@ impl SimpleBackend for Seeded {
             }
             return Ok(v.as_tensor().clone());
         }
-        let mut rng = Rng::new(self.seed ^ fnv1a(name.as_bytes()));
+        let mut rng = Rng::new(self.seed ^ fnv1a(FNV_OFFSET, name.as_bytes()));
         let values = sample(&s, h, &mut rng);
         let var = Var::from_tensor(&Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?)?;
         let tensor = var.as_tensor().clone();
@@ -88,13 +88,6 @@ fn sample(s: &Shape, h: Init, rng: &mut Rng) -> Vec<f32> {
             }
         }
     }
-}
-
-/// FNV-1a: a variable's name as part of its seed.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

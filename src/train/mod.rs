@@ -25,60 +25,8 @@ use crate::error::{Error, Result};
 use crate::model::mini_xception_train::TrainableMiniXception;
 use crate::model::vgg::{Vgg, VggConfig};
 use crate::model::{Architecture, Classifier, InputScaling, ModelSpec, meta, preprocess, weights};
+pub use crate::rng::Rng;
 pub use augment::Augment;
-
-/// A small, seedable random generator (SplitMix64), so runs repeat exactly.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator started from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), with 53 bits.
-    pub fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.unit_f64();
-        let v = self.unit_f64();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    /// Uniform integer in `lo..=hi`.
-    pub fn range_i32(&mut self, lo: i32, hi: i32) -> i32 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as i32
-    }
-
-    /// Shuffle in place (Fisher-Yates).
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
 
 /// Which optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,10 +124,11 @@ enum TrainNet {
 }
 
 impl TrainNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    /// Logits in inference mode (running statistics, no dropout), for validation.
+    fn forward_eval(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            TrainNet::Vgg(m) => m.forward_t(x, train),
-            TrainNet::MiniXception(m) => m.forward_t(x, train),
+            TrainNet::Vgg(m) => candle_core::Module::forward(m, x),
+            TrainNet::MiniXception(m) => m.forward_t(x, false),
         }
     }
 
@@ -452,12 +401,8 @@ const TABLE_KEY: &str = "emocam_table_key";
 
 /// FNV-1a over everything a helper's tables depend on, as hex.
 fn table_key(path: &Path, sets: &[(&LabeledFaces, bool)], classes: &[Emotion]) -> Result<String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = crate::rng::FNV_OFFSET;
+    let mut eat = |bytes: &[u8]| h = crate::rng::fnv1a(h, bytes);
     eat(&std::fs::read(path).map_err(|e| Error::io(path, e))?);
     for c in classes {
         eat(c.name().as_bytes());
@@ -1673,7 +1618,7 @@ fn evaluate(
             .map(|l| classes.iter().position(|c| c == l).unwrap_or(0) as u32)
             .collect();
         let y = Tensor::new(ids.as_slice(), &dev)?;
-        let logits = model.forward_t(&x, false)?;
+        let logits = model.forward_eval(&x)?;
         let c = classes.len();
         let mate = partner.map(|m| &m[k * chunk * c..(k * chunk + imgs.len()) * c]);
         let logp = judged_log_probs(&logits, mate, 1.0)?;
