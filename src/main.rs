@@ -59,9 +59,10 @@ struct SourceArgs {
     /// `demo`, `demo:SCENE`, `camera:N`, a folder of images, an animated GIF or an image.
     #[arg(long)]
     source: Option<SourceSpec>,
-    /// Frames per second for file and demo sources; 0 = as fast as the pipeline takes them.
-    #[arg(long, default_value_t = 30.0)]
-    fps: f64,
+    /// Frames per second for file and demo sources; 0 = every frame, as fast as the pipeline
+    /// takes them [default: a video's or GIF's own rate; 30 for folders and the demo].
+    #[arg(long)]
+    fps: Option<f64>,
     /// Start a file source again when it ends.
     #[arg(long = "loop")]
     looping: bool,

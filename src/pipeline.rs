@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use image::{GrayImage, RgbImage};
 
-use crate::capture::FrameSource;
+use crate::capture::{FrameSource, Pacing};
 use crate::detect::{DetectorConfig, FaceDetector};
 use crate::error::{Error, Result};
 use crate::imaging::{FaceBox, to_gray};
@@ -40,6 +40,9 @@ pub struct Frame {
     pub captured: Instant,
     /// The same moment on the wall clock (for timestamps in recordings).
     pub captured_at: SystemTime,
+    /// The frame's time in its source in milliseconds (a video's presentation time; for a
+    /// camera, the time since its first frame); `None` for an unpaced source without a clock.
+    pub source_ms: Option<f64>,
     pub rgb: Arc<RgbImage>,
 }
 
@@ -215,7 +218,8 @@ impl Pipeline {
         config: PipelineConfig,
         waker: Waker,
     ) -> Result<Self> {
-        let lossy = source.frame_interval().is_some() || source.is_live();
+        let pacing = source.pacing();
+        let lossy = pacing != Pacing::Unpaced;
         let describe = source.describe();
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -253,12 +257,15 @@ impl Pipeline {
                 Box::new(move || {
                     let mut index = 0u64;
                     let mut due = Instant::now();
+                    // The first frame's capture time and source time, the origin of the clock
+                    // for cameras and of the schedule for sources played at their own rate.
+                    let mut origin: Option<(Instant, f64)> = None;
                     while !stop.load(Ordering::Relaxed) {
                         if !lossy && demand_rx.recv().is_err() {
                             break;
                         }
-                        let img = match source.next_frame() {
-                            Ok(Some(img)) => img,
+                        let sf = match source.next_frame() {
+                            Ok(Some(sf)) => sf,
                             Ok(None) => {
                                 let _ = notice_tx.try_send(Notice::SourceEnded);
                                 waker();
@@ -270,11 +277,35 @@ impl Pipeline {
                                 break;
                             }
                         };
+                        let captured = Instant::now();
+                        let (t0, ms0) =
+                            *origin.get_or_insert((captured, sf.source_ms.unwrap_or(0.0)));
+                        let source_ms = match (sf.source_ms, pacing) {
+                            (Some(ms), _) => Some(ms),
+                            (None, Pacing::Live) => {
+                                Some(captured.duration_since(t0).as_secs_f64() * 1e3)
+                            }
+                            (None, _) => None,
+                        };
+                        if pacing == Pacing::SourceTime
+                            && let Some(ms) = source_ms
+                        {
+                            // Wait until this frame's time comes, counted from the first one.
+                            let at = t0 + Duration::from_secs_f64(((ms - ms0) / 1e3).max(0.0));
+                            let now = Instant::now();
+                            if at > now
+                                && let Ok(()) | Err(RecvTimeoutError::Disconnected) =
+                                    stop_rx.recv_timeout(at - now)
+                            {
+                                break;
+                            }
+                        }
                         let frame = Frame {
                             index,
                             captured: Instant::now(),
                             captured_at: SystemTime::now(),
-                            rgb: Arc::new(img),
+                            source_ms,
+                            rgb: Arc::new(sf.rgb),
                         };
                         index += 1;
                         counters.captured.fetch_add(1, Ordering::Relaxed);
@@ -288,7 +319,7 @@ impl Pipeline {
                         ) {
                             break;
                         }
-                        if let Some(iv) = source.frame_interval() {
+                        if let Pacing::Interval(iv) = pacing {
                             let now = Instant::now();
                             due = (due + iv).max(now);
                             if let Ok(()) | Err(RecvTimeoutError::Disconnected) =

@@ -67,7 +67,7 @@ fn demo_options(record_dir: PathBuf) -> AppOptions {
     AppOptions {
         source: Some(SourceSpec::Demo(Some("astronaut".into()))),
         source_options: SourceOptions {
-            fps: 30.0,
+            fps: Some(30.0),
             looping: false,
         },
         record_dir,

@@ -54,7 +54,7 @@ fn every_frame_flows_through_every_stage_and_shutdown_is_quick() {
     let p = start(
         &SourceSpec::Path(dir.path().to_path_buf()),
         SourceOptions {
-            fps: 0.0,
+            fps: Some(0.0),
             looping: false,
         },
         wakes.clone(),
@@ -106,7 +106,7 @@ fn a_slow_consumer_causes_drops_not_a_queue() {
     let p = start(
         &SourceSpec::Demo(Some("astronaut".into())),
         SourceOptions {
-            fps: 100.0,
+            fps: Some(100.0),
             looping: false,
         },
         wakes,
@@ -145,7 +145,7 @@ fn a_bad_weights_file_is_rejected_and_the_old_model_keeps_running() {
     let p = start(
         &SourceSpec::Demo(Some("astronaut".into())),
         SourceOptions {
-            fps: 30.0,
+            fps: Some(30.0),
             looping: false,
         },
         Arc::new(AtomicU64::new(0)),
@@ -183,7 +183,7 @@ fn a_failing_source_is_reported_not_a_panic() {
     let p = start(
         &SourceSpec::Path(dir.path().to_path_buf()),
         SourceOptions {
-            fps: 0.0,
+            fps: Some(0.0),
             looping: false,
         },
         Arc::new(AtomicU64::new(0)),
@@ -210,19 +210,21 @@ fn gif_and_demo_sources_deliver_frames() {
     let mut src = capture::open(
         &SourceSpec::Path(gif),
         SourceOptions {
-            fps: 0.0,
+            fps: Some(0.0),
             looping: true,
         },
     )
     .unwrap();
-    let frames: Vec<RgbImage> = (0..5).map(|_| src.next_frame().unwrap().unwrap()).collect();
+    let frames: Vec<RgbImage> = (0..5)
+        .map(|_| src.next_frame().unwrap().unwrap().rgb)
+        .collect();
     assert_eq!(frames[0].dimensions(), (32, 24));
     assert_eq!(frames[2], frames[0], "--loop starts again");
     assert_ne!(frames[1], frames[0]);
 
     let mut demo = capture::open(&SourceSpec::Demo(None), SourceOptions::default()).unwrap();
-    let a = demo.next_frame().unwrap().unwrap();
-    let b = demo.next_frame().unwrap().unwrap();
+    let a = demo.next_frame().unwrap().unwrap().rgb;
+    let b = demo.next_frame().unwrap().unwrap().rgb;
     assert_eq!(a.dimensions(), (640, 480));
     assert_ne!(a, b, "the demo moves");
     assert!(

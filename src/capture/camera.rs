@@ -11,7 +11,7 @@ use nokhwa::utils::{
     Resolution,
 };
 
-use super::FrameSource;
+use super::{FrameSource, Pacing, SourceFrame};
 use crate::error::{Error, Result};
 
 /// The capture size we ask for; the camera's nearest format is used.
@@ -145,9 +145,9 @@ impl FrameSource for CameraSource {
         self.describe.clone()
     }
 
-    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+    fn next_frame(&mut self) -> Result<Option<SourceFrame>> {
         match self.frames.recv_timeout(FRAME_TIMEOUT) {
-            Ok(frame) => frame.map(Some),
+            Ok(frame) => frame.map(|rgb| Some(SourceFrame::untimed(rgb))),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Camera(format!(
                 "no frame for {} s: the camera stalled or was unplugged",
                 FRAME_TIMEOUT.as_secs()
@@ -156,12 +156,8 @@ impl FrameSource for CameraSource {
         }
     }
 
-    fn frame_interval(&self) -> Option<Duration> {
-        None
-    }
-
-    fn is_live(&self) -> bool {
-        true
+    fn pacing(&self) -> Pacing {
+        Pacing::Live
     }
 }
 

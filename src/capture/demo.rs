@@ -1,11 +1,9 @@
 //! The built-in demo source: slow pans and zooms over public-domain photographs (see
 //! `assets/SOURCES.md`), 640x480, so that face boxes and bars move as with a webcam.
 
-use std::time::Duration;
-
 use image::RgbImage;
 
-use super::{FrameSource, SourceOptions};
+use super::{FrameSource, Pacing, SourceFrame, SourceOptions};
 use crate::error::{Error, Result};
 use crate::imaging::to_rgb8;
 
@@ -140,13 +138,14 @@ impl FrameSource for DemoSource {
         format!("demo ({})", names.join(", "))
     }
 
-    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
-        let f = self.render(self.frame);
+    fn next_frame(&mut self) -> Result<Option<SourceFrame>> {
+        let rgb = self.render(self.frame);
+        let source_ms = self.opts.nominal_ms(self.frame);
         self.frame += 1;
-        Ok(Some(f))
+        Ok(Some(SourceFrame { rgb, source_ms }))
     }
 
-    fn frame_interval(&self) -> Option<Duration> {
-        self.opts.interval()
+    fn pacing(&self) -> Pacing {
+        self.opts.pacing(false)
     }
 }

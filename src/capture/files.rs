@@ -1,12 +1,11 @@
 //! Frames from disk: a folder of images (in name order), an animated GIF, or a single image.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use image::codecs::gif::GifDecoder;
 use image::{AnimationDecoder, RgbImage};
 
-use super::{FrameSource, SourceOptions};
+use super::{FrameSource, Pacing, SourceFrame, SourceOptions};
 use crate::error::{Error, Result};
 use crate::imaging::{MAX_IMAGE_SIDE, load_rgb, to_rgb8};
 
@@ -19,8 +18,11 @@ pub const MAX_GIF_BYTES: u64 = 2 << 30;
 enum Frames {
     /// Image files, decoded one at a time as they are delivered.
     Files(Vec<PathBuf>),
-    /// Frames decoded up front (GIF, single image).
+    /// Frames decoded up front (single image).
     Decoded(Vec<RgbImage>),
+    /// An animation's frames with their start times in milliseconds (summed frame delays),
+    /// and its whole length.
+    Timed(Vec<(RgbImage, f64)>, f64),
 }
 
 /// A finite source from disk; with `looping` it starts again at the end.
@@ -28,6 +30,10 @@ pub struct FileSource {
     path: PathBuf,
     frames: Frames,
     next: usize,
+    /// Frames delivered so far, loops included.
+    delivered: u64,
+    /// Times of earlier loops, added to an animation's own times when it loops.
+    loop_offset_ms: f64,
     opts: SourceOptions,
 }
 
@@ -56,7 +62,8 @@ impl FileSource {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gif"))
         {
-            Frames::Decoded(decode_gif(path)?)
+            let (frames, total_ms) = decode_gif(path)?;
+            Frames::Timed(frames, total_ms)
         } else {
             Frames::Decoded(vec![load_rgb(path)?])
         };
@@ -64,6 +71,8 @@ impl FileSource {
             path: path.to_path_buf(),
             frames,
             next: 0,
+            delivered: 0,
+            loop_offset_ms: 0.0,
             opts,
         })
     }
@@ -72,6 +81,15 @@ impl FileSource {
         match &self.frames {
             Frames::Files(f) => f.len(),
             Frames::Decoded(f) => f.len(),
+            Frames::Timed(f, _) => f.len(),
+        }
+    }
+
+    /// End time of the last frame of an animation, in milliseconds.
+    fn animation_ms(&self) -> Option<f64> {
+        match &self.frames {
+            Frames::Timed(_, total_ms) => Some(*total_ms),
+            _ => None,
         }
     }
 }
@@ -82,7 +100,18 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg" | "gif" | "bmp"))
 }
 
-fn decode_gif(path: &Path) -> Result<Vec<RgbImage>> {
+/// Delay given to GIF frames that declare none (browsers use 100 ms for 0 or 1 hundredths).
+const GIF_DEFAULT_DELAY_MS: f64 = 100.0;
+
+/// A GIF frame's delay in milliseconds, as browsers read it.
+fn gif_delay_ms(delay: image::Delay) -> f64 {
+    let (num, den) = delay.numer_denom_ms();
+    let ms = num as f64 / den.max(1) as f64;
+    if ms < 20.0 { GIF_DEFAULT_DELAY_MS } else { ms }
+}
+
+/// An animated GIF's frames with their start times, and its length, in milliseconds.
+fn decode_gif(path: &Path) -> Result<(Vec<(RgbImage, f64)>, f64)> {
     let fail = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
@@ -98,11 +127,15 @@ fn decode_gif(path: &Path) -> Result<Vec<RgbImage>> {
         )));
     }
     let mut out = Vec::new();
+    let mut t_ms = 0.0;
     for frame in decoder.into_frames() {
         let frame = frame.map_err(|e| fail(format!("frame {}: {e}", out.len())))?;
-        out.push(to_rgb8(image::DynamicImage::ImageRgba8(
-            frame.into_buffer(),
-        )));
+        let delay = gif_delay_ms(frame.delay());
+        out.push((
+            to_rgb8(image::DynamicImage::ImageRgba8(frame.into_buffer())),
+            t_ms,
+        ));
+        t_ms += delay;
         if out.len() > MAX_GIF_FRAMES || out.len() as u64 * frame_bytes > MAX_GIF_BYTES {
             return Err(fail(format!(
                 "more than {MAX_GIF_FRAMES} frames or {} MB decoded; split it or use a folder of images",
@@ -113,7 +146,7 @@ fn decode_gif(path: &Path) -> Result<Vec<RgbImage>> {
     if out.is_empty() {
         return Err(fail("the GIF has no frames".into()));
     }
-    Ok(out)
+    Ok((out, t_ms))
 }
 
 impl FrameSource for FileSource {
@@ -126,22 +159,43 @@ impl FrameSource for FileSource {
         )
     }
 
-    fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+    fn next_frame(&mut self) -> Result<Option<SourceFrame>> {
         if self.next >= self.len() {
             if !self.opts.looping {
                 return Ok(None);
             }
+            self.loop_offset_ms += self.animation_ms().unwrap_or(0.0);
             self.next = 0;
         }
         let i = self.next;
         self.next += 1;
-        match &self.frames {
-            Frames::Files(f) => load_rgb(&f[i]).map(Some),
-            Frames::Decoded(f) => Ok(Some(f[i].clone())),
-        }
+        let nominal = self.opts.nominal_ms(self.delivered);
+        self.delivered += 1;
+        Ok(Some(match &self.frames {
+            Frames::Files(f) => SourceFrame {
+                rgb: load_rgb(&f[i])?,
+                source_ms: nominal,
+            },
+            Frames::Decoded(f) => SourceFrame {
+                rgb: f[i].clone(),
+                source_ms: nominal,
+            },
+            Frames::Timed(f, _) => SourceFrame {
+                rgb: f[i].0.clone(),
+                source_ms: Some(self.loop_offset_ms + f[i].1),
+            },
+        }))
     }
 
-    fn frame_interval(&self) -> Option<Duration> {
-        self.opts.interval()
+    fn pacing(&self) -> Pacing {
+        self.opts.pacing(matches!(self.frames, Frames::Timed(..)))
+    }
+
+    fn duration_ms(&self) -> Option<f64> {
+        self.animation_ms()
+    }
+
+    fn frame_count(&self) -> Option<u64> {
+        Some(self.len() as u64)
     }
 }

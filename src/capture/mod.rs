@@ -14,6 +14,42 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 
+/// One frame as a source delivers it.
+#[derive(Debug, Clone)]
+pub struct SourceFrame {
+    pub rgb: RgbImage,
+    /// The frame's time in its source, in milliseconds: a video's presentation time from its
+    /// container, a GIF's summed frame delays, a paced folder's frame number times its
+    /// interval. `None` for sources without a clock of their own (a camera: the pipeline uses
+    /// the time since its first frame; an unpaced folder: there is none).
+    pub source_ms: Option<f64>,
+}
+
+impl SourceFrame {
+    /// A frame with no time of its own.
+    pub fn untimed(rgb: RgbImage) -> Self {
+        Self {
+            rgb,
+            source_ms: None,
+        }
+    }
+}
+
+/// How a source's frames are paced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// As fast as the pipeline asks: every frame is processed, none is dropped (`--fps 0`).
+    Unpaced,
+    /// One frame per interval (`--fps N`, folders and the demo).
+    Interval(Duration),
+    /// At the source's own times ([`SourceFrame::source_ms`]): a video or GIF played at its
+    /// own rate, variable frame rate included.
+    SourceTime,
+    /// The source makes frames on its own clock (a camera); the pipeline must never make it
+    /// wait, so stale frames are dropped instead.
+    Live,
+}
+
 /// A supplier of RGB frames, run on the capture thread.
 pub trait FrameSource: Send {
     /// A short description for the status bar, e.g. `camera 0: Integrated Webcam`.
@@ -21,16 +57,28 @@ pub trait FrameSource: Send {
 
     /// The next frame, `Ok(None)` when a finite source has ended. A camera blocks until the
     /// next frame; an error means the source is gone (a camera unplugged, a file unreadable).
-    fn next_frame(&mut self) -> Result<Option<RgbImage>>;
+    fn next_frame(&mut self) -> Result<Option<SourceFrame>>;
 
-    /// How long to wait between frames: `None` for sources that pace themselves (cameras) or
-    /// run as fast as they are asked.
-    fn frame_interval(&self) -> Option<Duration>;
+    /// How the pipeline paces this source's frames.
+    fn pacing(&self) -> Pacing;
 
-    /// True for sources that produce frames on their own clock (cameras): the pipeline must
-    /// never make them wait, so stale frames are dropped instead.
-    fn is_live(&self) -> bool {
-        false
+    /// Length in milliseconds, where the source knows it in advance (videos, GIFs).
+    fn duration_ms(&self) -> Option<f64> {
+        None
+    }
+
+    /// Number of frames, where the source knows it in advance.
+    fn frame_count(&self) -> Option<u64> {
+        None
+    }
+
+    /// Go to `ms` in the source: the next frame is the one at or just before it (a video may
+    /// land on the nearest earlier key frame). An error leaves the position as it was.
+    fn seek(&mut self, ms: f64) -> Result<()> {
+        Err(Error::InvalidInput {
+            what: self.describe(),
+            reason: format!("cannot seek to {ms} ms: this source has no positions"),
+        })
     }
 }
 
@@ -79,40 +127,59 @@ impl fmt::Display for SourceSpec {
     }
 }
 
+/// Frame rate of folders and the demo when none is asked for.
+pub const DEFAULT_FPS: f64 = 30.0;
+
 /// Options for file and demo sources.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SourceOptions {
-    /// Frames per second for file and demo sources; 0 delivers frames as fast as they are taken.
-    pub fps: f64,
+    /// Frames per second for file and demo sources: `None` plays a video or GIF at its own rate
+    /// and folders and the demo at [`DEFAULT_FPS`]; `Some(0.0)` delivers every frame as fast as
+    /// the pipeline takes them.
+    pub fps: Option<f64>,
     /// Start again at the first frame when a file source ends.
     pub looping: bool,
 }
 
-impl Default for SourceOptions {
-    fn default() -> Self {
+impl SourceOptions {
+    /// Options with a fixed rate (`0.0`: unpaced).
+    pub fn at_fps(fps: f64) -> Self {
         Self {
-            fps: 30.0,
+            fps: Some(fps),
             looping: false,
         }
     }
-}
 
-impl SourceOptions {
-    /// The pause between frames that `fps` asks for.
-    pub fn interval(&self) -> Option<Duration> {
-        (self.fps > 0.0 && self.fps.is_finite()).then(|| Duration::from_secs_f64(1.0 / self.fps))
+    /// The pacing these options ask of a source that has (`timed`) or lacks its own clock.
+    pub fn pacing(&self, timed: bool) -> Pacing {
+        match self.fps {
+            None if timed => Pacing::SourceTime,
+            None => Pacing::Interval(Duration::from_secs_f64(1.0 / DEFAULT_FPS)),
+            Some(f) if f > 0.0 && f.is_finite() => {
+                Pacing::Interval(Duration::from_secs_f64(1.0 / f))
+            }
+            Some(_) => Pacing::Unpaced,
+        }
+    }
+
+    /// The time of frame `index` of a source without a clock, at the pace asked for (`None`
+    /// when unpaced: such frames have no time).
+    pub fn nominal_ms(&self, index: u64) -> Option<f64> {
+        match self.pacing(false) {
+            Pacing::Interval(iv) => Some(index as f64 * iv.as_secs_f64() * 1e3),
+            _ => None,
+        }
     }
 }
 
 /// Open a source.
 pub fn open(spec: &SourceSpec, opts: SourceOptions) -> Result<Box<dyn FrameSource>> {
-    if !(opts.fps >= 0.0 && opts.fps <= 1000.0) {
+    if let Some(fps) = opts.fps
+        && !(0.0..=1000.0).contains(&fps)
+    {
         return Err(Error::InvalidInput {
             what: "--fps".into(),
-            reason: format!(
-                "{} is outside 0..=1000 (0 means as fast as possible)",
-                opts.fps
-            ),
+            reason: format!("{fps} is outside 0..=1000 (0 means as fast as possible)"),
         });
     }
     Ok(match spec {
