@@ -408,7 +408,7 @@ fn predict(
                     let bars: Vec<String> = f
                         .scores
                         .iter()
-                        .map(|(e, p)| format!("{} {:.1}%", e.name(), 100.0 * p))
+                        .map(|(e, p)| format!("{} {:.1}%", e, 100.0 * p))
                         .collect();
                     writeln!(out, "    {}", bars.join("  "))?;
                 }

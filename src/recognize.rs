@@ -84,12 +84,12 @@ pub fn faces_json(image: &str, faces: &[FaceResult]) -> serde_json::Value {
         .map(|f| {
             let mut scores = serde_json::Map::new();
             for (e, p) in f.scores.iter() {
-                scores.insert(e.name().into(), round6(p).into());
+                scores.insert(e.into(), round6(p).into());
             }
             serde_json::json!({
                 "box": {"x": f.bbox.x, "y": f.bbox.y, "w": f.bbox.w, "h": f.bbox.h},
                 "scores": scores,
-                "top": f.scores.top().0.name(),
+                "top": f.scores.top().0,
             })
         })
         .collect();
@@ -107,7 +107,7 @@ pub fn faces_csv_rows(image: &str, faces: &[FaceResult]) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let scores: Vec<String> = f.scores.0.iter().map(|p| format!("{:.6}", p)).collect();
+            let scores: Vec<String> = f.scores.probs().iter().map(|p| format!("{p:.6}")).collect();
             format!(
                 "{image},{i},{},{},{},{},{},{}",
                 f.bbox.x,
@@ -115,7 +115,7 @@ pub fn faces_csv_rows(image: &str, faces: &[FaceResult]) -> Vec<String> {
                 f.bbox.w,
                 f.bbox.h,
                 scores.join(","),
-                f.scores.top().0.name()
+                f.scores.top().0
             )
         })
         .collect()

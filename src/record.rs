@@ -47,7 +47,12 @@ impl Row {
     /// The row as one CSV line (no line break).
     pub fn to_csv(&self) -> String {
         let ts = humantime::format_rfc3339_millis(self.timestamp);
-        let scores: Vec<String> = self.scores.0.iter().map(|p| format!("{p:.6}")).collect();
+        let scores: Vec<String> = self
+            .scores
+            .probs()
+            .iter()
+            .map(|p| format!("{p:.6}"))
+            .collect();
         format!(
             "{ts},{:.1},{},{},{},{},{},{},{},{},{}",
             self.elapsed_ms,
@@ -58,7 +63,7 @@ impl Row {
             self.bbox.w,
             self.bbox.h,
             scores.join(","),
-            self.scores.top().0.name(),
+            self.scores.top().0,
             csv_field(&self.model)
         )
     }
@@ -273,7 +278,7 @@ mod tests {
                 h: 4,
                 score: 0.0,
             },
-            scores: Scores([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),
+            scores: Scores::fer([0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]),
             model: "m,1".into(),
         }
     }
@@ -287,7 +292,7 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(",happy,\"m,1\""), "{line}");
-        assert_eq!(row(0).scores.top().0, Emotion::Happy);
+        assert_eq!(row(0).scores.top().0, Emotion::Happy.name());
     }
 
     /// A disk that takes `room` bytes and then fails, sharing what it kept.

@@ -16,7 +16,7 @@ use emocam::{Emotion, Scores};
 fn seven_labelled_bars_follow_the_scores() {
     let mut harness = Harness::new_ui_state(
         |ui, s: &mut Scores| emotion_bars(ui, s),
-        Scores([0.05, 0.0, 0.02, 0.83, 0.04, 0.01, 0.05]),
+        Scores::fer([0.05, 0.0, 0.02, 0.83, 0.04, 0.01, 0.05]),
     );
     harness.run();
     for e in Emotion::ALL {
@@ -25,7 +25,7 @@ fn seven_labelled_bars_follow_the_scores() {
     harness.get_by_label("83.0%");
     harness.get_by_label("1.0%");
     // New scores: the bars follow.
-    *harness.state_mut() = Scores([0.0, 0.0, 0.0, 0.1, 0.7, 0.0, 0.2]);
+    *harness.state_mut() = Scores::fer([0.0, 0.0, 0.0, 0.1, 0.7, 0.0, 0.2]);
     harness.run();
     harness.get_by_label("70.0%");
     assert!(harness.query_by_label("83.0%").is_none());

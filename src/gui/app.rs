@@ -339,7 +339,7 @@ impl EmocamApp {
         // The chart follows the face seen longest (lowest id), not whichever is leftmost.
         if let Some(f) = self.faces.iter().min_by_key(|f| f.id) {
             self.history
-                .push(self.started.elapsed().as_secs_f64(), f.smoothed);
+                .push(self.started.elapsed().as_secs_f64(), f.smoothed.clone());
         }
         if let Some(r) = &self.recorder {
             for f in &self.faces {
@@ -349,7 +349,7 @@ impl EmocamApp {
                     frame: s.frame.index,
                     face_id: f.id,
                     bbox: f.bbox,
-                    scores: f.raw,
+                    scores: f.raw.clone(),
                     model: s.model.clone(),
                 });
             }
@@ -602,13 +602,8 @@ impl EmocamApp {
                 for f in &self.faces {
                     let (top, p) = f.smoothed.top();
                     ui.label(
-                        RichText::new(format!(
-                            "Face #{}: {} {}",
-                            f.id,
-                            top.name(),
-                            bars::percent(p)
-                        ))
-                        .strong(),
+                        RichText::new(format!("Face #{}: {} {}", f.id, top, bars::percent(p)))
+                            .strong(),
                     );
                     bars::emotion_bars(ui, &f.smoothed);
                     ui.add_space(6.0);

@@ -29,7 +29,7 @@ pub fn show(ui: &mut Ui, texture: &TextureHandle, frame_size: [usize; 2], faces:
             Vec2::new(b.w as f32, b.h as f32) * scale,
         );
         painter.rect_stroke(r, 2.0, Stroke::new(2.0, color(top)), StrokeKind::Outside);
-        let label = format!("#{} {} {}", f.id, top.name(), percent(p));
+        let label = format!("#{} {} {}", f.id, top, percent(p));
         let font = FontId::proportional(14.0);
         let galley = painter.layout_no_wrap(label, font, Color32::BLACK);
         let bg = Rect::from_min_size(
