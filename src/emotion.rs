@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::imaging::FaceBox;
+
 /// One of the seven FER2013 expression classes, in FER order (class id 0..=6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Emotion {
@@ -192,6 +194,13 @@ impl Classes {
     pub fn is_fer(&self) -> bool {
         self.len() == Emotion::COUNT && (0..self.len()).all(|i| self.emotion(i).is_some())
     }
+}
+
+/// One face in a frame: where it is and how it scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceResult {
+    pub bbox: FaceBox,
+    pub scores: Scores,
 }
 
 /// The colour of a class, shared by the window's bars, boxes and chart, annotated videos and

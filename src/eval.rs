@@ -12,7 +12,7 @@ use crate::dataset::LabeledFaces;
 use crate::emotion::{Classes, Emotion, Scores};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
-use crate::recognize::csv_field;
+use crate::output::{create_private, per_image_header, per_image_row};
 
 /// Faces per forward pass during evaluation.
 pub const EVAL_BATCH: usize = 64;
@@ -232,35 +232,22 @@ fn label_indices(clf: &Classifier, data: &LabeledFaces) -> Result<Vec<usize>> {
 }
 
 /// [`evaluate`], also writing one CSV row per sample to `path`: `source,true,predicted,correct`
-/// and the probability of each class (FER order), for finding the faces a model gets wrong.
-/// The file is replaced; an error writing it names it.
+/// and the probability of each of the model's classes, for finding the faces a model gets
+/// wrong. An existing file is kept unless `overwrite`; an error writing it names it.
 pub fn evaluate_to_csv(
     clf: &Classifier,
     data: &LabeledFaces,
     tta: bool,
     path: &Path,
+    overwrite: bool,
 ) -> Result<EvalReport> {
     let io = |e| Error::io(path, e);
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    let header = ["source", "true", "predicted", "correct"]
-        .into_iter()
-        .chain(clf.classes().names().iter().map(String::as_str))
-        .collect::<Vec<_>>()
-        .join(",");
-    writeln!(out, "{header}").map_err(io)?;
+    let mut out = std::io::BufWriter::new(create_private(path, overwrite)?);
+    out.write_all(&per_image_header(clf.classes()))
+        .map_err(io)?;
     let report = evaluate_each(clf, data, tta, |i, s| {
-        let (truth, top) = (data.labels[i].name(), s.top().0);
-        let probs: Vec<String> = s.probs().iter().map(|p| format!("{p:.5}")).collect();
-        writeln!(
-            out,
-            "{},{},{},{},{}",
-            csv_field(&data.source(i)),
-            truth,
-            top,
-            u8::from(truth == top),
-            probs.join(",")
-        )
-        .map_err(io)
+        let row = per_image_row(&data.source(i), data.labels[i].name(), s.top().0, s.probs());
+        out.write_all(&row).map_err(io)
     })?;
     out.flush().map_err(io)?;
     Ok(report)

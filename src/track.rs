@@ -1,8 +1,8 @@
 //! Stable face ids across frames (by box overlap) and temporal smoothing of scores.
 
+use crate::emotion::FaceResult;
 use crate::emotion::Scores;
 use crate::imaging::FaceBox;
-use crate::recognize::FaceResult;
 
 /// Boxes overlapping at least this much (intersection over union) are the same face.
 pub const MATCH_IOU: f32 = 0.3;
@@ -16,6 +16,9 @@ pub struct TrackedFace {
     /// Stable id: the same person keeps it while their box keeps overlapping.
     pub id: u64,
     pub bbox: FaceBox,
+    /// True when the detector found the face in this frame; false when it was carried over
+    /// from earlier frames.
+    pub detected: bool,
     /// This frame's scores.
     pub raw: Scores,
     /// Exponential moving average of the scores.
@@ -93,6 +96,7 @@ impl Tracker {
             out.push(TrackedFace {
                 id: t.id,
                 bbox: f.bbox,
+                detected: true,
                 raw: f.scores.clone(),
                 smoothed: t.smoothed.clone(),
             });
