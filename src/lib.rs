@@ -12,6 +12,7 @@ pub mod detect;
 pub mod emotion;
 pub mod error;
 pub mod eval;
+#[cfg(feature = "gui")]
 pub mod gui;
 pub mod headless;
 pub mod imaging;

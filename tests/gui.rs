@@ -1,4 +1,5 @@
 //! The window, driven by egui_kittest: widgets found by their labels, clicked, and checked.
+#![cfg(feature = "gui")]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Where frames come from: a camera (the only nokhwa user is [`camera`]), a folder of images or
 //! an animated GIF ([`files`]), or the built-in animated [`demo`]. All sit behind [`FrameSource`].
 
+#[cfg(feature = "camera")]
+pub mod camera;
+#[cfg(not(feature = "camera"))]
+#[path = "no_camera.rs"]
 pub mod camera;
 pub mod demo;
 pub mod files;

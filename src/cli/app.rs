@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use emocam::capture::SourceSpec;
 
 use super::SourceArgs;
 
@@ -30,7 +29,17 @@ pub struct AppArgs {
     quit_after: Option<f64>,
 }
 
+#[cfg(not(feature = "gui"))]
+pub fn run(_args: AppArgs) -> Result<ExitCode> {
+    anyhow::bail!(
+        "this emocam was built without the window (the `gui` feature); use a subcommand such as \
+         `emocam run --source demo`, or build with the default features"
+    )
+}
+
+#[cfg(feature = "gui")]
 pub fn run(args: AppArgs) -> Result<ExitCode> {
+    use emocam::capture::SourceSpec;
     let source = match (args.camera, args.source.source.clone()) {
         (Some(i), _) => Some(SourceSpec::Camera(i)),
         (None, s) => s,
