@@ -21,6 +21,7 @@ pub mod recognize;
 pub mod record;
 pub mod rng;
 pub mod runtime;
+pub mod text;
 pub mod track;
 pub mod train;
 
