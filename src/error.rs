@@ -17,6 +17,12 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Dataset { path: PathBuf, reason: String },
 
+    /// An output file was refused before anything was written (a device, a FIFO, one of the
+    /// inputs, an existing file without overwrite) or could not be written; `reason` says
+    /// what the path is and what was expected (see [`crate::outfile`]).
+    #[error("{}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+
     /// A value given by the user is out of range or malformed.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: String, reason: String },

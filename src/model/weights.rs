@@ -15,6 +15,7 @@ use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::ModelSpec;
 use crate::error::{Error, Result};
+use crate::outfile::{self, OutputPolicy};
 
 /// Largest weights file we agree to read; our models are well under 10 MB.
 pub const MAX_WEIGHTS_BYTES: u64 = 256 * 1024 * 1024;
@@ -106,12 +107,23 @@ fn describe(e: &SafeTensorError, len: usize) -> String {
     }
 }
 
-/// Write tensors and metadata as a safetensors file (used by training and tools).
+/// Write tensors and metadata as a safetensors file (used by training and tools), replacing
+/// `path` whole as [`write_replacing`] does.
 pub fn save(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    write_replacing(path, &serialize(tensors, metadata, path)?)
+}
+
+/// The bytes of a safetensors file holding `tensors` (as f32, in name order) and `metadata`;
+/// `path` names the file in errors.
+pub fn serialize(
+    tensors: &HashMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         data.push((name.clone(), t.to_dtype(DType::F32)?.contiguous()?));
@@ -121,28 +133,16 @@ pub fn save(
         .iter()
         .map(|(n, t)| Ok((n.clone(), TensorBytes::new(t)?)))
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))?;
-    write_replacing(path, &bytes)
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))
 }
 
-/// The file a replacement for `path` is written to before it is renamed over `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// Replace `path` with `bytes` whole: written beside it and renamed, so that a run cut off
-/// midway leaves the old file, never a truncated one.
+/// Replace `path` with `bytes` whole, through [`outfile::write_bytes_atomically`]: a run cut
+/// off midway leaves the old file, never a truncated one. An existing regular file is
+/// replaced (training rewrites its checkpoints every epoch); a directory, device or FIFO is
+/// refused. The new file is owner-only, as every output is.
 pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+    outfile::write_bytes_atomically(path, bytes, &OutputPolicy::new().with_overwrite(true))
 }
 
 struct TensorBytes {
