@@ -1,6 +1,6 @@
-//! Hostile files through the command line: outputs that are devices, FIFOs, links or inputs.
-//! Each case must be refused with the file named, quickly, without losing data and without
-//! using much memory.
+//! Hostile files through the command line: outputs that are devices, FIFOs, links or inputs;
+//! inputs that never end, wait forever or declare absurd sizes. Each case must be refused with
+//! the file named, quickly, without losing data and without using much memory.
 
 mod common;
 
@@ -243,4 +243,177 @@ fn ensemble_keeps_an_existing_file_and_writes_new_ones_owner_only() {
     let mode = std::fs::metadata(&new).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     assert!(emocam::Classifier::load(&new).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs that never end or wait forever
+
+#[test]
+fn predict_and_run_refuse_dev_zero_behind_an_image_name_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("zero.jpg");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let o = run_bounded(
+        [OsStr::new("predict"), link.as_os_str()],
+        Duration::from_secs(20),
+    );
+    assert_quick_refusal(&o, "zero.jpg", &["character device", "regular file"]);
+    let o = run_bounded(
+        [
+            OsStr::new("run"),
+            OsStr::new("--source"),
+            link.as_os_str(),
+            OsStr::new("--max-frames"),
+            OsStr::new("1"),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_quick_refusal(&o, "zero.jpg", &["character device"]);
+}
+
+#[test]
+fn predict_run_and_eval_refuse_a_fifo_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["wait.jpg", "wait.gif"] {
+        let fifo = dir.path().join(name);
+        mkfifo(&fifo);
+        let o = run_bounded(
+            [OsStr::new("predict"), fifo.as_os_str()],
+            Duration::from_secs(20),
+        );
+        assert_quick_refusal(&o, name, &["FIFO"]);
+        let o = run_bounded(
+            [
+                OsStr::new("run"),
+                OsStr::new("--source"),
+                fifo.as_os_str(),
+                OsStr::new("--max-frames"),
+                OsStr::new("1"),
+            ],
+            Duration::from_secs(20),
+        );
+        assert_quick_refusal(&o, name, &["FIFO"]);
+    }
+    let fifo = dir.path().join("faces.csv");
+    mkfifo(&fifo);
+    let o = run_bounded(
+        [OsStr::new("eval"), OsStr::new("--data"), fifo.as_os_str()],
+        Duration::from_secs(20),
+    );
+    assert_quick_refusal(&o, "faces.csv", &["FIFO"]);
+}
+
+#[test]
+fn eval_refuses_an_endless_csv_line_within_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("endless.csv");
+    {
+        let mut f = std::fs::File::create(&csv).unwrap();
+        std::io::Write::write_all(&mut f, b"emotion,pixels\n3,1 2 3").unwrap();
+        // A sparse 256 MiB line of NUL bytes: costs no disk, never ends before the file does.
+        f.set_len(256 << 20).unwrap();
+    }
+    let o = run_bounded(
+        [OsStr::new("eval"), OsStr::new("--data"), csv.as_os_str()],
+        Duration::from_secs(60),
+    );
+    assert_quick_refusal(&o, "endless.csv", &["line 2", "longer than"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images that declare more than they are
+
+/// A 35-byte GIF whose screen declares `w` x `h` pixels, holding one 1x1 frame: a decoder that
+/// composes frames on the screen before checking its size fills `w * h * 4` bytes.
+fn gif_declaring(w: u16, h: u16) -> Vec<u8> {
+    let mut g = b"GIF89a".to_vec();
+    g.extend(w.to_le_bytes());
+    g.extend(h.to_le_bytes());
+    // A global colour table of 2 entries, black and white.
+    g.extend([0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+    // The frame: at (0, 0), 1x1, not interlaced, no local colour table.
+    g.push(0x2c);
+    g.extend([0, 0, 0, 0, 1, 0, 1, 0, 0]);
+    // LZW minimum code size 2, one tiny block (clear, 0, end), then the trailer.
+    g.extend([2, 2, 0x44, 0x01, 0, 0x3b]);
+    g
+}
+
+#[test]
+fn a_gif_declaring_a_huge_canvas_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("huge.gif");
+    std::fs::write(&gif, gif_declaring(16_384, 16_384)).unwrap();
+    let o = run_bounded(
+        [OsStr::new("predict"), gif.as_os_str()],
+        Duration::from_secs(60),
+    );
+    assert_quick_refusal(&o, "huge.gif", &["16384x16384"]);
+    let o = run_bounded(
+        [
+            OsStr::new("run"),
+            OsStr::new("--source"),
+            gif.as_os_str(),
+            OsStr::new("--max-frames"),
+            OsStr::new("1"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_quick_refusal(&o, "huge.gif", &["16384x16384"]);
+}
+
+/// A `frames`-frame animation on a 640x480 screen: one full first frame, then small patches
+/// that move, 40 ms each (a small file that decodes to a full screen per frame).
+fn long_gif(path: &Path, frames: usize) {
+    let file = std::fs::File::create(path).unwrap();
+    let palette: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+    let mut enc = gif::Encoder::new(file, 640, 480, &palette).unwrap();
+    for i in 0..frames {
+        let mut f = if i == 0 {
+            let px: Vec<u8> = (0..640 * 480).map(|p| (p % 251) as u8).collect();
+            gif::Frame::from_indexed_pixels(640, 480, px, None)
+        } else {
+            let mut f = gif::Frame::from_indexed_pixels(16, 16, vec![(i % 256) as u8; 256], None);
+            f.left = ((i * 16) % 624) as u16;
+            f.top = ((i * 7) % 464) as u16;
+            f
+        };
+        f.delay = 4;
+        enc.write_frame(&f).unwrap();
+    }
+}
+
+#[test]
+fn a_long_gif_streams_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("long.gif");
+    long_gif(&gif, 2_000);
+    let o = run_bounded(
+        [
+            OsStr::new("run"),
+            OsStr::new("--source"),
+            gif.as_os_str(),
+            OsStr::new("--fps"),
+            OsStr::new("0"),
+            OsStr::new("--max-frames"),
+            OsStr::new("300"),
+            OsStr::new("--json"),
+        ],
+        Duration::from_secs(120),
+    );
+    println!("{o:?}");
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let summary: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(summary["frames"], 300, "{summary}");
+    assert!(
+        summary["source"].as_str().unwrap().contains("2000 frames"),
+        "{summary}"
+    );
+    // Decoded whole, the frames would be 2000 x 640 x 480 x 4 bytes (2.3 GiB); kept one by one
+    // (a leak), 300 of them would be 350 MiB.
+    assert!(
+        o.peak_rss_mib < REFUSAL_RSS_MIB,
+        "peak RSS {:.0} MiB",
+        o.peak_rss_mib
+    );
 }

@@ -74,7 +74,7 @@ fn missing_file() {
     let dir = tempfile::tempdir().unwrap();
     assert_error(
         &tmp(&dir, "nope.safetensors"),
-        &["cannot open weights file"],
+        &["cannot open a weights file"],
     );
 }
 
@@ -202,9 +202,18 @@ fn absurd_sizes_and_bad_metadata() {
 }
 
 #[test]
-fn a_directory_is_not_a_weights_file() {
+fn a_directory_fifo_or_device_is_not_a_weights_file() {
     let dir = tempfile::tempdir().unwrap();
-    assert_error(dir.path(), &["is not a file"]);
+    assert_error(dir.path(), &["is a directory, expected a regular file"]);
+    let link = tmp(&dir, "zero.safetensors");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    assert_error(&link, &["is a character device, expected a regular file"]);
+    let fifo = tmp(&dir, "pipe.safetensors");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Refused at once, not after waiting for a writer that never comes.
+    assert_error(&fifo, &["is a FIFO (named pipe), expected a regular file"]);
 }
 
 /// One tensor as f32 values: name, shape, values.

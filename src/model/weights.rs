@@ -35,23 +35,8 @@ pub struct WeightsFile {
 impl WeightsFile {
     /// Read and parse a weights file from disk.
     pub fn read(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::weights(path, format!("cannot open weights file: {e}")))?;
-        if !meta.is_file() {
-            return Err(Error::weights(path, "is not a file"));
-        }
-        if meta.len() > MAX_WEIGHTS_BYTES {
-            return Err(Error::weights(
-                path,
-                format!(
-                    "file is {} bytes, larger than the {} bytes a weights file may have",
-                    meta.len(),
-                    MAX_WEIGHTS_BYTES
-                ),
-            ));
-        }
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::weights(path, format!("cannot read weights file: {e}")))?;
+        let bytes = crate::imaging::read_regular(path, MAX_WEIGHTS_BYTES, "a weights file")
+            .map_err(|reason| Error::weights(path, reason))?;
         Self::parse(&bytes, path)
     }
 
