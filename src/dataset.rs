@@ -4,14 +4,24 @@
 //! of `fer2013/train` and `fer2013/val`). CSV form: `emotion,pixels[,Usage]` with `pixels` as
 //! space-separated gray values of a square image (2304 for FER2013's 48x48).
 
-use std::io::{BufRead, BufReader};
+use std::cell::Cell;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use image::GrayImage;
 
 use crate::emotion::Emotion;
 use crate::error::{Error, Result};
-use crate::imaging::{load_rgb, to_gray};
+use crate::imaging::{load_rgb, open_regular, to_gray};
+
+/// Longest CSV record (row) accepted: a FER2013 row is about 8 KB (2304 values of up to 4
+/// bytes); a longer one is not such a row, and an endless one (a file of zeros) would
+/// otherwise be held whole in memory.
+pub const MAX_CSV_RECORD_BYTES: u64 = 64 * 1024;
+
+/// Largest CSV file accepted (FER2013's is under 300 MB); every row it holds is kept in memory.
+pub const MAX_CSV_BYTES: u64 = 4 << 30;
 
 /// Grayscale face crops with their true class.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +70,12 @@ pub fn load(path: &Path, usage: Option<&str>) -> Result<LabeledFaces> {
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(fail(format!(
+            "is {}, expected a folder of class folders or a FER2013 CSV file",
+            crate::outfile::describe_file_type(meta.file_type())
+        )));
+    }
     let data = if meta.is_dir() {
         if let Some(u) = usage {
             return Err(fail(format!(
@@ -157,33 +173,54 @@ fn is_image_name(p: &Path) -> bool {
         .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png" | "bmp" | "gif" | "pgm"))
 }
 
-/// Read a FER2013-style CSV; every malformed row is reported with its line number.
+/// Read a FER2013-style CSV (with the `csv` crate: quoted fields are read as spreadsheets
+/// write them); every malformed row is reported with its line number. A row longer than
+/// [`MAX_CSV_RECORD_BYTES`] is refused as soon as that much of it has been read.
 pub fn load_csv(path: &Path, usage: Option<&str>) -> Result<LabeledFaces> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let at = |line: usize, reason: String| Error::Dataset {
+    let fail = |reason: String| Error::Dataset {
         path: path.to_path_buf(),
-        reason: format!("line {line}: {reason}"),
+        reason,
     };
-    let mut lines = BufReader::new(file).lines();
-    let header = match lines.next() {
-        Some(h) => h.map_err(|e| Error::io(path, e))?,
-        None => {
-            return Err(at(
-                1,
-                "empty file, expected a header emotion,pixels[,Usage]".into(),
-            ));
-        }
+    let at = |line: u64, reason: String| fail(format!("line {line}: {reason}"));
+    let file = open_regular(path, MAX_CSV_BYTES, "a FER2013 CSV").map_err(fail)?;
+    let record_start = Rc::new(Cell::new(0));
+    let bounded = RecordLimit {
+        inner: file,
+        taken: 0,
+        record_start: Rc::clone(&record_start),
     };
-    let cols: Vec<String> = header
-        .trim()
-        .split(',')
-        .map(|c| c.trim().to_ascii_lowercase())
-        .collect();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(bounded);
+    let mut record = csv::StringRecord::new();
+    // Reads the next record, saying why not with the line it starts on.
+    let next = |rdr: &mut csv::Reader<RecordLimit<std::fs::File>>,
+                record: &mut csv::StringRecord|
+     -> Result<Option<u64>> {
+        let line = rdr.position().line();
+        let more = rdr
+            .read_record(record)
+            .map_err(|e| at(line, csv_reason(&e)))?;
+        record_start.set(rdr.position().byte());
+        Ok(more.then(|| record.position().map_or(line, csv::Position::line)))
+    };
+    if next(&mut rdr, &mut record)?.is_none() {
+        return Err(at(
+            1,
+            "empty file, expected a header emotion,pixels[,Usage]".into(),
+        ));
+    }
+    let cols: Vec<String> = record.iter().map(str::to_ascii_lowercase).collect();
     let col = |name: &str| cols.iter().position(|c| c == name);
     let (Some(ei), Some(pi)) = (col("emotion"), col("pixels")) else {
         return Err(at(
             1,
-            format!("header is {header:?}, expected emotion,pixels[,Usage]"),
+            format!(
+                "header is {:?}, expected emotion,pixels[,Usage]",
+                record.iter().collect::<Vec<_>>().join(",")
+            ),
         ));
     };
     let ui = col("usage");
@@ -195,28 +232,25 @@ pub fn load_csv(path: &Path, usage: Option<&str>) -> Result<LabeledFaces> {
     }
     let mut out = LabeledFaces::default();
     let mut side: Option<u32> = None;
-    for (i, line) in lines.enumerate() {
-        let n = i + 2;
-        let line = line.map_err(|e| Error::io(path, e))?;
-        if line.trim().is_empty() {
+    while let Some(n) = next(&mut rdr, &mut record)? {
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != cols.len() {
+        if record.len() != cols.len() {
             return Err(at(
                 n,
-                format!("{} fields, expected {}", fields.len(), cols.len()),
+                format!("{} fields, expected {}", record.len(), cols.len()),
             ));
         }
         if let (Some(want), Some(ui)) = (usage, ui)
-            && fields[ui] != want
+            && &record[ui] != want
         {
             continue;
         }
-        let label: Emotion = fields[ei]
+        let label: Emotion = record[ei]
             .parse()
             .map_err(|e| at(n, format!("emotion: {e}")))?;
-        let pixels: Vec<u8> = fields[pi]
+        let pixels: Vec<u8> = record[pi]
             .split_ascii_whitespace()
             .map(|v| v.parse::<u8>())
             .collect::<std::result::Result<_, _>>()
@@ -251,6 +285,57 @@ pub fn load_csv(path: &Path, usage: Option<&str>) -> Result<LabeledFaces> {
         out.sources.push(format!("line {n}"));
     }
     Ok(out)
+}
+
+/// What a CSV read error means for a user holding the file.
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Io(io) if io.get_ref().is_some_and(|r| r.is::<RecordTooLong>()) => {
+            format!(
+                "a row longer than {MAX_CSV_RECORD_BYTES} bytes (FER2013 rows are about 8 KB); not a FER2013 CSV"
+            )
+        }
+        csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text; expected a FER2013 CSV".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The error a [`RecordLimit`] reader gives.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "record longer than {MAX_CSV_RECORD_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+/// A reader that fails once the CSV reader has taken more than [`MAX_CSV_RECORD_BYTES`] past
+/// the start of the record it is on (`record_start`, updated after each record). The `csv`
+/// crate grows a record's buffer for as long as the record goes on and has no bound of its
+/// own; this one lets it hold a record and its read-ahead buffer, no more.
+struct RecordLimit<R> {
+    inner: R,
+    /// Bytes handed to the CSV reader so far.
+    taken: u64,
+    record_start: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for RecordLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.taken.saturating_sub(self.record_start.get()) > MAX_CSV_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RecordTooLong,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

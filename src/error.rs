@@ -17,7 +17,9 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Dataset { path: PathBuf, reason: String },
 
-    /// An output file cannot be written where asked (it is an input, a device, or exists).
+    /// An output file was refused before anything was written (a device, a FIFO, one of the
+    /// inputs, an existing file without overwrite) or could not be written; `reason` says
+    /// what the path is and what was expected (see [`crate::outfile`]).
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
 

@@ -12,7 +12,8 @@ use crate::dataset::LabeledFaces;
 use crate::emotion::{Classes, Emotion, Scores};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
-use crate::output::{create_private, per_image_header, per_image_row};
+use crate::outfile::{OutputPolicy, create_private};
+use crate::output::{per_image_header, per_image_row};
 
 /// Faces per forward pass during evaluation.
 pub const EVAL_BATCH: usize = 64;
@@ -233,16 +234,17 @@ fn label_indices(clf: &Classifier, data: &LabeledFaces) -> Result<Vec<usize>> {
 
 /// [`evaluate`], also writing one CSV row per sample to `path`: `source,true,predicted,correct`
 /// and the probability of each of the model's classes, for finding the faces a model gets
-/// wrong. An existing file is kept unless `overwrite`; an error writing it names it.
+/// wrong. `policy` guards the output (an existing file, the dataset or weights being read);
+/// an error writing it names it.
 pub fn evaluate_to_csv(
     clf: &Classifier,
     data: &LabeledFaces,
     tta: bool,
     path: &Path,
-    overwrite: bool,
+    policy: &OutputPolicy,
 ) -> Result<EvalReport> {
     let io = |e| Error::io(path, e);
-    let mut out = std::io::BufWriter::new(create_private(path, overwrite)?);
+    let mut out = std::io::BufWriter::new(create_private(path, policy)?);
     out.write_all(&per_image_header(clf.classes()))
         .map_err(io)?;
     let report = evaluate_each(clf, data, tta, |i, s| {

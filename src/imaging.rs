@@ -3,16 +3,41 @@
 //! Grayscale uses the BT.601 weights (as OpenCV does), and the bilinear resize samples at pixel
 //! centres like OpenCV's `INTER_LINEAR`, because the shipped models were trained on images made
 //! that way; a different filter costs accuracy.
+//!
+//! Image files are read with limits and decoded strictly ([`load_rgb`]): only regular files, of
+//! bounded size, whose declared size is checked before any pixel is decoded, and a truncated or
+//! corrupt file is an error rather than a partly grey or garbled picture.
 
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use image::{
+    DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Luma,
+    LumaA, Rgb, RgbImage, Rgba,
+};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 
 /// Largest width or height of an image we agree to decode (guards against decompression bombs).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// Most pixels in one decoded image (64 Mi, e.g. 8192x8192; 192 MiB as RGB): what a wide
+/// panorama or a large photo needs, and no more.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+/// Largest width or height of a GIF's canvas: every frame of an animation is composed on a
+/// canvas of this size, kept in memory while it plays.
+pub const MAX_GIF_SIDE: u32 = 8_192;
+
+/// Largest image file we agree to read; it is read whole before it is decoded.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+
+/// Most bytes a decoder may allocate for one image (its pixels at 16 bits and 4 channels,
+/// with room to spare).
+const MAX_DECODE_ALLOC: u64 = 1 << 30;
 
 /// A face's bounding box in frame pixels, with the detector's confidence.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -47,31 +72,258 @@ impl FaceBox {
     }
 }
 
-/// Decode an image file of any supported format and bit depth (8/16-bit, gray, RGB, RGBA) to 8-bit RGB.
+/// Open `path` for reading if it is a regular file of at most `max_bytes`; `what` names what
+/// it should be in the error ("an image"). Anything else is refused before it is read: a
+/// FIFO (which would wait forever for a writer), a device such as `/dev/zero` (which never
+/// ends), a directory. The reason is returned for the caller's own error.
+pub(crate) fn open_regular(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> std::result::Result<File, String> {
+    let not_regular = |t: std::fs::FileType| {
+        format!(
+            "is {}, expected a regular file ({what})",
+            crate::outfile::describe_file_type(t)
+        )
+    };
+    // Checked before opening too: opening a device can have effects of its own.
+    let cannot = |e: std::io::Error| format!("cannot open {what}: {e}");
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    // O_NONBLOCK: a FIFO put in its place since the check opens at once instead of waiting
+    // for a writer (and is refused below); it changes nothing for a regular file.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    if meta.len() > max_bytes {
+        return Err(format!(
+            "is {} bytes, more than the {max_bytes} bytes {what} may have",
+            meta.len()
+        ));
+    }
+    Ok(file)
+}
+
+/// Read the regular file `path` whole, refusing more than `max_bytes` (see [`open_regular`]),
+/// even if it grows while it is read.
+pub(crate) fn read_regular(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    let file = open_regular(path, max_bytes, what)?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "grew past the {max_bytes} bytes {what} may have while it was read"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Decode an image file of any supported format and bit depth (8/16-bit, gray, RGB, RGBA) to
+/// 8-bit RGB, strictly: a file that is not a regular file or is over [`MAX_IMAGE_BYTES`], a
+/// size over [`MAX_IMAGE_SIDE`] / [`MAX_IMAGE_PIXELS`] (checked before any pixel is
+/// decoded), and a truncated or corrupt image are errors naming the file, never a partly grey
+/// or garbled picture. Every image the app, `predict`, `eval` and training read comes through
+/// here.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = read_regular(path, MAX_IMAGE_BYTES, "an image").map_err(|reason| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    decode_rgb(&bytes, path)
+}
+
+/// Decode the bytes of an image file as [`load_rgb`] does; `path` names it in errors and
+/// gives its format when the content does not.
+pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let err = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = ImageReader::open(path)
-        .map_err(|e| err(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?;
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| err(format!("not a supported image ({e})")))?;
-    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
-        return Err(err(format!(
-            "size {w}x{h} is outside 1x1..={MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}"
-        )));
+    let format = image::guess_format(bytes)
+        .or_else(|_| ImageFormat::from_path(path))
+        .map_err(|_| err("not a PNG, JPEG or GIF image".into()))?;
+    let img = match format {
+        ImageFormat::Jpeg => decode_jpeg(bytes),
+        ImageFormat::Png => decode_png(bytes),
+        ImageFormat::Gif => decode_gif_still(bytes),
+        other => decode_other(bytes, other),
     }
-    let img = ImageReader::open(path)
-        .map_err(|e| err(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?
-        .decode()
-        .map_err(|e| err(format!("not a supported image ({e})")))?;
+    .map_err(err)?;
     Ok(to_rgb8(img))
+}
+
+/// Refuse a declared size before any pixel is decoded.
+fn check_size(w: u64, h: u64) -> std::result::Result<(), String> {
+    let side = u64::from(MAX_IMAGE_SIDE);
+    if w == 0 || h == 0 || w > side || h > side || w * h > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "size {w}x{h} is outside 1x1..={side}x{side} or over {} megapixels",
+            MAX_IMAGE_PIXELS >> 20
+        ));
+    }
+    Ok(())
+}
+
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.max_image_width = Some(MAX_IMAGE_SIDE);
+    l.max_image_height = Some(MAX_IMAGE_SIDE);
+    l.max_alloc = Some(MAX_DECODE_ALLOC);
+    l
+}
+
+/// JPEG through zune-jpeg (the decoder `image` wraps) in strict mode, which `image` turns off:
+/// without it, data that ends early decodes as a picture whose rest is grey, with no error.
+/// The colour spaces asked for are those `image` asks for, so pixels are the same.
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_IMAGE_SIDE as usize)
+        .set_max_height(MAX_IMAGE_SIDE as usize);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    dec.decode_headers().map_err(jpeg_reason)?;
+    let (w, h) = dec
+        .dimensions()
+        .ok_or_else(|| "corrupt JPEG: no image size".to_string())?;
+    check_size(w as u64, h as u64)?;
+    // Gray stays gray (alpha dropped); everything else (YCbCr, CMYK, RGBA) becomes RGB.
+    let gray = matches!(
+        dec.input_colorspace(),
+        Some(ColorSpace::Luma | ColorSpace::LumaA)
+    );
+    let out = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    dec.set_options(dec.options().jpeg_set_out_colorspace(out));
+    let px = dec.decode().map_err(jpeg_reason)?;
+    let (w, h) = (w as u32, h as u32);
+    let img = if gray {
+        GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8)
+    } else {
+        RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8)
+    };
+    img.ok_or_else(|| "corrupt JPEG: fewer pixels than its size".into())
+}
+
+fn jpeg_reason(e: zune_jpeg::errors::DecodeErrors) -> String {
+    use zune_jpeg::errors::DecodeErrors as E;
+    let detail = match e {
+        E::Format(s)
+        | E::HuffmanDecode(s)
+        | E::DqtError(s)
+        | E::SosError(s)
+        | E::SofError(s)
+        | E::MCUError(s) => s,
+        E::FormatStatic(s) => s.to_string(),
+        E::LargeDimensions(n) => format!("a side of {n} pixels is over {MAX_IMAGE_SIDE}"),
+        other => format!("{other:?}"),
+    };
+    format!("truncated or corrupt JPEG ({detail})")
+}
+
+/// PNG through the png crate with its zlib checksum on: `image` turns it off, so image data
+/// altered behind a recomputed chunk CRC decodes as garbage. Reading on to the end chunk
+/// finds a file cut short after its pixels. Samples come out as `image` gives them.
+fn decode_png(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    let reason = |e: png::DecodingError| format!("truncated or corrupt PNG ({e})");
+    let mut options = png::DecodeOptions::default();
+    options.set_ignore_adler32(false);
+    let mut dec = png::Decoder::new_with_options(Cursor::new(bytes), options);
+    dec.set_limits(png::Limits {
+        bytes: MAX_DECODE_ALLOC as usize,
+    });
+    let info = dec.read_header_info().map_err(reason)?;
+    check_size(u64::from(info.width), u64::from(info.height))?;
+    // As `image` does: palettes and low bit depths expanded, 16 bits kept.
+    dec.set_transformations(png::Transformations::EXPAND);
+    let mut reader = dec.read_info().map_err(reason)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| "PNG too large to decode".to_string())?;
+    let mut buf = vec![0u8; size];
+    let frame = reader.next_frame(&mut buf).map_err(reason)?;
+    reader.finish().map_err(reason)?;
+    buf.truncate(frame.buffer_size());
+    let (w, h) = (frame.width, frame.height);
+    let wide = || -> Vec<u16> {
+        buf.chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect()
+    };
+    use png::{BitDepth::Eight, BitDepth::Sixteen, ColorType as C};
+    let img = match (frame.color_type, frame.bit_depth) {
+        (C::Grayscale, Eight) => GrayImage::from_raw(w, h, buf).map(DynamicImage::ImageLuma8),
+        (C::GrayscaleAlpha, Eight) => {
+            ImageBuffer::<LumaA<u8>, _>::from_raw(w, h, buf).map(DynamicImage::ImageLumaA8)
+        }
+        (C::Rgb, Eight) => RgbImage::from_raw(w, h, buf).map(DynamicImage::ImageRgb8),
+        (C::Rgba, Eight) => {
+            ImageBuffer::<Rgba<u8>, _>::from_raw(w, h, buf).map(DynamicImage::ImageRgba8)
+        }
+        (C::Grayscale, Sixteen) => {
+            ImageBuffer::<Luma<u16>, _>::from_raw(w, h, wide()).map(DynamicImage::ImageLuma16)
+        }
+        (C::GrayscaleAlpha, Sixteen) => {
+            ImageBuffer::<LumaA<u16>, _>::from_raw(w, h, wide()).map(DynamicImage::ImageLumaA16)
+        }
+        (C::Rgb, Sixteen) => {
+            ImageBuffer::<Rgb<u16>, _>::from_raw(w, h, wide()).map(DynamicImage::ImageRgb16)
+        }
+        (C::Rgba, Sixteen) => {
+            ImageBuffer::<Rgba<u16>, _>::from_raw(w, h, wide()).map(DynamicImage::ImageRgba16)
+        }
+        (c, d) => return Err(format!("PNG of {c:?} at {d:?} bits is not supported")),
+    };
+    img.ok_or_else(|| "corrupt PNG: fewer pixels than its size".into())
+}
+
+/// A GIF's first frame; its canvas is checked against [`MAX_GIF_SIDE`] before decoding.
+fn decode_gif_still(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    let mut dec = image::codecs::gif::GifDecoder::new(Cursor::new(bytes))
+        .map_err(|e| format!("not a GIF ({e})"))?;
+    let (w, h) = dec.dimensions();
+    check_gif_canvas(w, h)?;
+    dec.set_limits(limits()).map_err(|e| e.to_string())?;
+    DynamicImage::from_decoder(dec).map_err(|e| format!("truncated or corrupt GIF ({e})"))
+}
+
+/// Refuse a GIF canvas over [`MAX_GIF_SIDE`] (or empty) before anything is decoded.
+pub(crate) fn check_gif_canvas(w: u32, h: u32) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 || w > MAX_GIF_SIDE || h > MAX_GIF_SIDE {
+        return Err(format!(
+            "GIF canvas {w}x{h} is outside 1x1..={MAX_GIF_SIDE}x{MAX_GIF_SIDE}"
+        ));
+    }
+    Ok(())
+}
+
+/// Formats this build has no strict path for, through `image` with its limits.
+fn decode_other(bytes: &[u8], format: ImageFormat) -> std::result::Result<DynamicImage, String> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(limits());
+    reader
+        .decode()
+        .map_err(|e| format!("not a supported image ({e})"))
 }
 
 /// Convert any decoded image to 8-bit RGB; alpha is dropped, 16-bit and float samples are scaled.

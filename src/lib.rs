@@ -5,6 +5,8 @@
 //! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
 //! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
 //! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
+//! Every file written goes through [`outfile`], which refuses to destroy inputs, devices and
+//! existing files; text from files is shown through [`text::printable`].
 
 pub mod capture;
 pub mod dataset;
@@ -17,6 +19,7 @@ pub mod gui;
 pub mod headless;
 pub mod imaging;
 pub mod model;
+pub mod outfile;
 pub mod output;
 pub mod pipeline;
 pub mod recognize;

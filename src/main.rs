@@ -49,6 +49,9 @@ enum Command {
         /// image; repeat for several. Costs that member a second forward pass per face.
         #[arg(long = "flip", value_name = "N")]
         flip: Vec<usize>,
+        /// Replace an existing file at --out.
+        #[arg(long)]
+        overwrite: bool,
         /// The members' weights files.
         #[arg(required = true, num_args = 2..)]
         members: Vec<PathBuf>,
@@ -70,8 +73,9 @@ fn main() -> ExitCode {
             out,
             name,
             flip,
+            overwrite,
             members,
-        }) => ensemble(out, &name, &flip, &members),
+        }) => ensemble(out, &name, &flip, overwrite, &members),
         None => cli::app::run(cli.app),
     };
     match result {
@@ -87,6 +91,7 @@ fn ensemble(
     out: PathBuf,
     name: &str,
     flip: &[usize],
+    overwrite: bool,
     members: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     if let Some(bad) = flip.iter().find(|&&n| n == 0) {
@@ -94,7 +99,7 @@ fn ensemble(
     }
     let flip: Vec<usize> = flip.iter().map(|n| n - 1).collect();
     let paths: Vec<&std::path::Path> = members.iter().map(PathBuf::as_path).collect();
-    let spec = emocam::model::ensemble::combine(&paths, &out, name, &flip)?;
+    let spec = emocam::model::ensemble::combine_with(&paths, &out, name, &flip, overwrite)?;
     println!(
         "wrote {} ({} members, input {}x{})",
         out.display(),

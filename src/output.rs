@@ -3,51 +3,9 @@
 //! quoting is the `csv` crate's (RFC 4180) and every probability has [`PROB_DECIMALS`] decimals.
 
 use std::fmt;
-use std::fs::File;
-use std::path::Path;
 
 use crate::emotion::{Classes, FaceResult};
-use crate::error::{Error, Result};
 use crate::text::printable;
-
-/// Create a new file readable by its owner only (recordings are emotion data about people);
-/// an existing file is refused unless `overwrite`, and anything but a regular file always is.
-pub fn create_private(path: &Path, overwrite: bool) -> Result<File> {
-    use std::fs::OpenOptions;
-    let refuse = |reason: String| Error::Output {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if path.as_os_str().is_empty() {
-        return Err(refuse("the path is empty".into()));
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.is_file() => {
-            return Err(refuse(
-                "exists and is not a regular file; expected a new file's path".into(),
-            ));
-        }
-        Ok(_) if !overwrite => {
-            return Err(refuse(
-                "already exists; choose another name, or pass --overwrite to replace it".into(),
-            ));
-        }
-        _ => {}
-    }
-    let mut o = OpenOptions::new();
-    o.write(true);
-    if overwrite {
-        o.create(true).truncate(true);
-    } else {
-        o.create_new(true);
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o.open(path).map_err(|e| Error::io(path, e))
-}
 
 /// Decimals of every probability in CSV output.
 pub const PROB_DECIMALS: usize = 6;

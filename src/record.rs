@@ -19,7 +19,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use crate::emotion::{Classes, Scores};
 use crate::error::{Error, Result};
 use crate::imaging::FaceBox;
-use crate::output::{create_private, csv_line, prob};
+use crate::outfile::{OutputPolicy, create_private};
+use crate::output::{csv_line, prob};
 
 /// The columns before the class columns.
 pub const LEADING_COLUMNS: [&str; 10] = [
@@ -145,12 +146,13 @@ pub struct RecordSummary {
 
 impl Recorder {
     /// Create `path` (and its folder) for a model with `classes`, write the header and start
-    /// the writer thread. An existing file is kept unless `overwrite`.
-    pub fn start(path: &Path, classes: &Classes, overwrite: bool) -> Result<Self> {
+    /// the writer thread. `policy` says whether an existing file may be replaced and which
+    /// inputs the recording must never replace (see [`crate::outfile`]); the file is owner-only.
+    pub fn start(path: &Path, classes: &Classes, policy: &OutputPolicy) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let file = create_private(path, overwrite)?;
+        let file = create_private(path, policy)?;
         Self::with_sink(path, classes, Box::new(file))
     }
 
@@ -520,7 +522,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.csv");
         std::fs::write(&p, "precious").unwrap();
-        let err = Recorder::start(&p, &Classes::fer(), false)
+        let keep = OutputPolicy::new();
+        let replace = OutputPolicy::new().with_overwrite(true);
+        let err = Recorder::start(&p, &Classes::fer(), &keep)
             .err()
             .unwrap()
             .to_string();
@@ -529,7 +533,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "precious");
-        Recorder::start(&p, &Classes::fer(), true)
+        Recorder::start(&p, &Classes::fer(), &replace)
             .unwrap()
             .finish()
             .unwrap();
@@ -542,18 +546,18 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let q = dir.path().join("new.csv");
-            Recorder::start(&q, &Classes::fer(), false)
+            Recorder::start(&q, &Classes::fer(), &keep)
                 .unwrap()
                 .finish()
                 .unwrap();
             let mode = std::fs::metadata(&q).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "recordings are private");
         }
-        let err = Recorder::start(Path::new("/dev/null"), &Classes::fer(), true)
+        let err = Recorder::start(Path::new("/dev/null"), &Classes::fer(), &replace)
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("not a regular file"), "{err}");
+        assert!(err.contains("character device"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::capture::{self, SourceOptions, SourceSpec};
 use crate::emotion::Classes;
 use crate::error::{Error, Result};
 use crate::model::Classifier;
+use crate::outfile::OutputPolicy;
 use crate::pipeline::{Notice, Pipeline, PipelineConfig, Scored, SourceInfo, Stats, Waker};
 use crate::record::{RecordSummary, Recorder, Row};
 use crate::track::{TrackedFace, Tracker};
@@ -383,7 +384,8 @@ impl Session {
         ))
     }
 
-    /// Start recording to `path` (an existing file is kept unless `overwrite`).
+    /// Start recording to `path`: an existing file is kept unless `overwrite`, and the source
+    /// and the weights being read are never written over.
     pub fn start_recording(&mut self, path: &Path, overwrite: bool) -> Result<()> {
         if self.recorder.is_some() {
             return Err(Error::Output {
@@ -391,7 +393,14 @@ impl Session {
                 reason: "a recording is already running; stop it first".into(),
             });
         }
-        self.recorder = Some(Recorder::start(path, &self.model.classes, overwrite)?);
+        let mut policy = OutputPolicy::new().with_overwrite(overwrite);
+        if let SourceSpec::Path(p) = &self.config.source {
+            policy = policy.with_input(p);
+        }
+        if let Some(w) = &self.model.path {
+            policy = policy.with_input(w);
+        }
+        self.recorder = Some(Recorder::start(path, &self.model.classes, &policy)?);
         Ok(())
     }
 

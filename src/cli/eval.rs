@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use emocam::model::describe_source;
+use emocam::outfile::{self, OutputPolicy};
 use emocam::text::printable;
 use emocam::{dataset, eval};
 
@@ -38,9 +39,19 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let weights = a.weights.weights.as_deref();
     let classifier = load_classifier(weights)?;
+    let mut policy = OutputPolicy::new()
+        .with_overwrite(a.overwrite)
+        .with_input(&a.data);
+    if let Some(w) = weights {
+        policy = policy.with_input(w);
+    }
+    if let Some(csv) = &a.per_image {
+        // Refused before the dataset is decoded, which can take a while.
+        outfile::check_output(csv, &policy)?;
+    }
     let set = dataset::load(&a.data, a.usage.as_deref())?;
     let report = match &a.per_image {
-        Some(csv) => eval::evaluate_to_csv(&classifier, &set, a.tta, csv, a.overwrite)?,
+        Some(csv) => eval::evaluate_to_csv(&classifier, &set, a.tta, csv, &policy)?,
         None => eval::evaluate(&classifier, &set, a.tta)?,
     };
     if a.json {

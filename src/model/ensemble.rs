@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::{Architecture, Classifier, ModelSpec, meta, weights};
 use crate::error::{Error, Result};
+use crate::outfile::{self, OutputPolicy};
 
 /// Metadata key: number of members.
 pub const META_MEMBERS: &str = "ensemble_members";
@@ -59,8 +60,23 @@ pub fn member_specs(spec: &ModelSpec) -> std::result::Result<Vec<ModelSpec>, Str
 /// Combine the weights files `members` into one ensemble file at `out`, named `name`. Every
 /// member is loaded and checked first; they must share their classes (in the same order) and
 /// not be ensembles. Members whose index (0-based) is in `flip` average each face with its
-/// mirror image (see [`super::meta::FLIP_AVERAGE`]).
+/// mirror image (see [`super::meta::FLIP_AVERAGE`]). An existing file at `out` is kept: this
+/// is [`combine_with`] without overwrite.
 pub fn combine(members: &[&Path], out: &Path, name: &str, flip: &[usize]) -> Result<ModelSpec> {
+    combine_with(members, out, name, flip, false)
+}
+
+/// [`combine`], replacing an existing regular file at `out` when `overwrite` is set. Whatever
+/// `overwrite` says, `out` may not be one of the members (however spelt) nor anything but a
+/// regular file or a new path (see [`crate::outfile`]); that is checked before any member is
+/// read.
+pub fn combine_with(
+    members: &[&Path],
+    out: &Path,
+    name: &str,
+    flip: &[usize],
+    overwrite: bool,
+) -> Result<ModelSpec> {
     if !(2..=MAX_MEMBERS).contains(&members.len()) {
         return Err(Error::InvalidInput {
             what: "ensemble".into(),
@@ -80,6 +96,10 @@ pub fn combine(members: &[&Path], out: &Path, name: &str, flip: &[usize]) -> Res
             ),
         });
     }
+    let policy = OutputPolicy::new()
+        .with_overwrite(overwrite)
+        .with_inputs(members.iter().copied());
+    outfile::check_output(out, &policy)?;
     let mut tensors = HashMap::new();
     let mut metadata = HashMap::new();
     let mut classes = None;
@@ -137,17 +157,10 @@ pub fn combine(members: &[&Path], out: &Path, name: &str, flip: &[usize]) -> Res
         flip_average: false,
         metadata,
     };
-    // Written beside the target and checked before it replaces anything there, so a failed
+    // Loaded from the very bytes to be written before anything is written, so a failed
     // combination never leaves a broken file (or spoils a good one).
-    let name = out
-        .file_name()
-        .map_or_else(|| "ensemble".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = out.with_file_name(format!(".{name}.partial"));
-    let checked = weights::save(&tmp, &tensors, spec.to_metadata())
-        .and_then(|_| Classifier::load(&tmp).map(|_| ()))
-        .and_then(|_| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
-    if checked.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    checked.map(|_| spec)
+    let bytes = weights::serialize(&tensors, spec.to_metadata(), out)?;
+    Classifier::from_weights(weights::WeightsFile::parse(&bytes, out)?)?;
+    outfile::write_bytes_atomically(out, &bytes, &policy)?;
+    Ok(spec)
 }

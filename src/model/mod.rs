@@ -642,6 +642,18 @@ impl Classifier {
         }
         let k = self.members.len().max(1) as f32;
         sum.iter_mut().flatten().for_each(|v| *v /= k);
+        // A NaN would otherwise leave as a row of scores ("angry (NaN%)").
+        if let Some(i) = sum.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+            return Err(Error::weights(
+                &self.source,
+                format!(
+                    "model {} gave a non-finite score for face {} of {}: the network overflows on it, so it has no scores",
+                    crate::text::printable(&self.spec.name),
+                    i + 1,
+                    faces.len()
+                ),
+            ));
+        }
         Ok(sum)
     }
 

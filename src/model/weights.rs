@@ -4,6 +4,8 @@
 //! input size, scaling, classes) and every tensor the architecture asks for (presence, dtype and
 //! shape). The architecture's own `new(vb)` is the single list of expected tensors: it asks a
 //! [`CheckedBackend`] for each one, which records the first problem with its name and shapes.
+//! Every tensor's values are checked too: a NaN or an infinity anywhere, or a negative
+//! batch-norm variance, would make every score NaN without an error.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::ModelSpec;
 use crate::error::{Error, Result};
+use crate::outfile::{self, OutputPolicy};
 
 /// Largest weights file we agree to read; our models are well under 10 MB.
 pub const MAX_WEIGHTS_BYTES: u64 = 256 * 1024 * 1024;
@@ -32,32 +35,17 @@ pub struct WeightsFile {
 impl WeightsFile {
     /// Read and parse a weights file from disk.
     pub fn read(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::weights(path, format!("cannot open weights file: {e}")))?;
-        if !meta.is_file() {
-            return Err(Error::weights(path, "is not a file"));
-        }
-        if meta.len() > MAX_WEIGHTS_BYTES {
-            return Err(Error::weights(
-                path,
-                format!(
-                    "file is {} bytes, larger than the {} bytes a weights file may have",
-                    meta.len(),
-                    MAX_WEIGHTS_BYTES
-                ),
-            ));
-        }
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::weights(path, format!("cannot read weights file: {e}")))?;
+        let bytes = crate::imaging::read_regular(path, MAX_WEIGHTS_BYTES, "a weights file")
+            .map_err(|reason| Error::weights(path, reason))?;
         Self::parse(&bytes, path)
     }
 
     /// Parse the bytes of a weights file; `path` names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let fail = |reason: String| Error::weights(path, reason);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| fail(describe(&e, bytes.len())))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| fail(describe(&e, bytes)))?;
         let (_, header) =
-            SafeTensors::read_metadata(bytes).map_err(|e| fail(describe(&e, bytes.len())))?;
+            SafeTensors::read_metadata(bytes).map_err(|e| fail(describe(&e, bytes)))?;
         let metadata = header.metadata().clone().unwrap_or_default();
         let spec = ModelSpec::from_metadata(&metadata).map_err(fail)?;
         let mut tensors = HashMap::new();
@@ -76,6 +64,7 @@ impl WeightsFile {
             let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
                 .and_then(|t| t.to_dtype(DType::F32))
                 .map_err(|e| fail(format!("tensor {name}: {e}")))?;
+            check_values(name, &t).map_err(fail)?;
             tensors.insert(name.to_string(), t);
         }
         Ok(Self {
@@ -86,9 +75,34 @@ impl WeightsFile {
     }
 }
 
-/// Say what a safetensors parse error means for a user holding the file.
-fn describe(e: &SafeTensorError, len: usize) -> String {
+/// Refuse a tensor holding a value no trained network has: NaN or an infinity anywhere, or a
+/// negative batch-norm variance (`*running_var`; zero is kept: a channel that never varied in
+/// training leaves it, and batch norm's epsilon keeps the division finite).
+fn check_values(name: &str, t: &Tensor) -> std::result::Result<(), String> {
+    let values = t
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| format!("tensor {name}: {e}"))?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(format!(
+            "tensor {name} holds {v} at index {i} (of {}); weights must be finite numbers",
+            values.len()
+        ));
+    }
+    if name.ends_with("running_var")
+        && let Some((i, v)) = values.iter().enumerate().find(|(_, v)| **v < 0.0)
+    {
+        return Err(format!(
+            "tensor {name} holds {v} at index {i}; a batch-norm variance cannot be negative"
+        ));
+    }
+    Ok(())
+}
+
+/// Say what a safetensors parse error means for a user holding the file (`bytes`).
+fn describe(e: &SafeTensorError, bytes: &[u8]) -> String {
     use SafeTensorError as E;
+    let len = bytes.len();
     match e {
         E::HeaderTooSmall => format!(
             "not a safetensors file: it is {len} bytes, too short for the 8-byte header length"
@@ -102,16 +116,92 @@ fn describe(e: &SafeTensorError, len: usize) -> String {
         E::MetadataIncompleteBuffer => format!(
             "truncated or padded: the header's tensors do not end where the file ends ({len} bytes)"
         ),
+        // These say which tensor is wrong only in part or not at all; the header says more.
+        E::TensorInvalidInfo
+        | E::InvalidOffset(_)
+        | E::ValidationOverflow
+        | E::MisalignedSlice
+        | E::InvalidTensorView(..) => {
+            bad_tensor(bytes).unwrap_or_else(|| format!("not a valid safetensors file: {e}"))
+        }
         other => format!("not a valid safetensors file: {other}"),
     }
 }
 
-/// Write tensors and metadata as a safetensors file (used by training and tools).
+/// The first tensor whose header entry safetensors refuses, and why, found by walking the
+/// header as `SafeTensors::deserialize` does: tensors in order of their data offsets, each
+/// starting where the previous one ends and holding exactly its shape times its dtype's size.
+fn bad_tensor(bytes: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let mut tensors: Vec<(String, safetensors::tensor::TensorInfo)> = entries
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .filter_map(|(name, v)| Some((name, serde_json::from_value(v).ok()?)))
+        .collect();
+    tensors.sort_by(|a, b| a.1.data_offsets.cmp(&b.1.data_offsets).then(a.0.cmp(&b.0)));
+    let mut expected_start = 0;
+    for (name, info) in &tensors {
+        let (start, end) = info.data_offsets;
+        if start != expected_start {
+            return Some(format!(
+                "tensor {name} has data_offsets [{start}, {end}], expected it to start at byte {expected_start}, where the tensor before it ends"
+            ));
+        }
+        if end < start {
+            return Some(format!(
+                "tensor {name} has data_offsets [{start}, {end}], which end before they start"
+            ));
+        }
+        expected_start = end;
+        let dtype = info.dtype;
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize()));
+        let Some(bits) = bits else {
+            return Some(format!(
+                "tensor {name} has shape {:?}, too large to exist",
+                info.shape
+            ));
+        };
+        if bits % 8 != 0 {
+            return Some(format!(
+                "tensor {name} of dtype {dtype:?} and shape {:?} does not fill whole bytes",
+                info.shape
+            ));
+        }
+        if end - start != bits / 8 {
+            return Some(format!(
+                "tensor {name} of dtype {dtype:?} and shape {:?} needs {} bytes, but its data_offsets [{start}, {end}] hold {}",
+                info.shape,
+                bits / 8,
+                end - start
+            ));
+        }
+    }
+    None
+}
+
+/// Write tensors and metadata as a safetensors file (used by training and tools), replacing
+/// `path` whole as [`write_replacing`] does.
 pub fn save(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    write_replacing(path, &serialize(tensors, metadata, path)?)
+}
+
+/// The bytes of a safetensors file holding `tensors` (as f32, in name order) and `metadata`;
+/// `path` names the file in errors.
+pub fn serialize(
+    tensors: &HashMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         data.push((name.clone(), t.to_dtype(DType::F32)?.contiguous()?));
@@ -121,28 +211,16 @@ pub fn save(
         .iter()
         .map(|(n, t)| Ok((n.clone(), TensorBytes::new(t)?)))
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))?;
-    write_replacing(path, &bytes)
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))
 }
 
-/// The file a replacement for `path` is written to before it is renamed over `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// Replace `path` with `bytes` whole: written beside it and renamed, so that a run cut off
-/// midway leaves the old file, never a truncated one.
+/// Replace `path` with `bytes` whole, through [`outfile::write_bytes_atomically`]: a run cut
+/// off midway leaves the old file, never a truncated one. An existing regular file is
+/// replaced (training rewrites its checkpoints every epoch); a directory, device or FIFO is
+/// refused. The new file is owner-only, as every output is.
 pub fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+    outfile::write_bytes_atomically(path, bytes, &OutputPolicy::new().with_overwrite(true))
 }
 
 struct TensorBytes {
