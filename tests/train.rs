@@ -464,7 +464,7 @@ fn distillation_learns_the_teachers_decisions_over_wrong_labels() {
         temperature: 2.0,
     });
     let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
-    assert!(err.contains("weight 1.5"), "{err}");
+    assert!(err.contains("--distill-weight: 1.5"), "{err}");
     let not_weights = dir.path().join("notes.txt");
     std::fs::write(&not_weights, "hello").unwrap();
     cfg.distill = Some(Distill {

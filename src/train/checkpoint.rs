@@ -144,7 +144,7 @@ pub(super) fn resume_weights(varmap: &VarMap, paths: &Paths) -> Result<TrainStat
 }
 
 /// Give `opt` the state saved beside the last checkpoint of `epochs_done`. A state that is
-/// missing, of another epoch or another optimiser leaves `opt` fresh, with a word
+/// missing, of another epoch, another optimiser or not finite leaves `opt` fresh, with a word
 /// when `progress` (runs from before the state was saved resume this way).
 pub(super) fn restore_optimiser(opt: &mut Opt, path: &Path, epochs_done: usize, progress: bool) {
     let restored = match weights::read_tensors(path) {
@@ -152,7 +152,9 @@ pub(super) fn restore_optimiser(opt: &mut Opt, path: &Path, epochs_done: usize, 
             Some(n) if n != epochs_done => Err(format!(
                 "it is of epoch {n}, the run has done {epochs_done}"
             )),
-            Some(_) => opt.restore(&saved.tensors),
+            Some(_) => weights::check_finite(path, &saved.tensors)
+                .map_err(|e| e.to_string())
+                .and_then(|()| opt.restore(&saved.tensors)),
             None => Err(format!("it has no {OPT_EPOCHS} entry")),
         },
         Err(e) => Err(e.to_string()),
@@ -293,7 +295,8 @@ fn save_varmap(varmap: &VarMap, path: &Path, spec: &ModelSpec) -> Result<()> {
 
 /// Copy tensors from a weights file into the variables of the same name and shape. With
 /// `strict`, every variable must be found (resuming); otherwise mismatched ones (a new head)
-/// keep their fresh initialisation. Returns what the file's metadata says.
+/// keep their fresh initialisation. Every tensor copied must be finite. Returns what the
+/// file's metadata says.
 pub(super) fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<ModelSpec> {
     let file = weights::WeightsFile::read(path)?;
     // Training always feeds faces scaled to [-1, 1]; weights learned on another scaling would
@@ -339,6 +342,7 @@ pub(super) fn load_into(varmap: &VarMap, path: &Path, strict: bool) -> Result<Mo
             "no tensor matches the network being trained (is it the same architecture?)",
         ));
     }
+    weights::check_finite(path, matched.iter().map(|(name, _, t)| (*name, *t)))?;
     for (_, var, t) in matched {
         var.set(t)?;
     }

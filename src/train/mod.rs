@@ -5,8 +5,8 @@
 //! The output is a weights file with the metadata the app needs, which `Classifier::load` (and
 //! the app's Open weights menu) reads unchanged.
 //!
-//! By concern: `config` (what a run is asked to do, and its validation), `network` (the net
-//! being trained), `optim` (optimisers and schedule), `loss`,
+//! By concern: `config` (what a run is asked to do, and its validation), `memory` (what a
+//! step needs), `network` (the net being trained), `optim` (optimisers and schedule), `loss`,
 //! `step` (one step over a batch, and validation), `helpers` and `teacher` (the probabilities
 //! of a teacher or partner), `checkpoint` (files beside the output, `--init` and `--resume`),
 //! `progress` (log and bars), [`curves`] and [`augment`]; the loop is here.
@@ -18,6 +18,7 @@ pub mod curves;
 mod helpers;
 mod init;
 mod loss;
+mod memory;
 mod network;
 mod optim;
 mod progress;
@@ -145,6 +146,9 @@ pub fn train(
             secs: t0.elapsed().as_secs_f64(),
             ..row
         };
+        // Before anything of this epoch is written: the checkpoints of the last good epoch
+        // stay as they are.
+        check_finite_epoch(&row, &varmap)?;
         log.append(&row)?;
         if cfg.progress {
             eprintln!("{}", row.summary(cfg.epochs));
@@ -290,7 +294,8 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Train one epoch (0-based `epoch`); the returned row has the training figures, its
-    /// validation figures still 0 and `secs` the training time alone.
+    /// validation figures still 0 and `secs` the training time alone. `Err` if the loss stops
+    /// being a number.
     fn epoch(&self, ctx: &StepContext, opt: &mut Opt, epoch: usize) -> Result<EpochLog> {
         let (cfg, set) = (self.cfg, self.train_set);
         let t0 = Instant::now();
@@ -350,6 +355,17 @@ impl Run<'_> {
                 dropout_seed: rng.next_u64(),
             };
             let step = ctx.forward_backward(&batch)?;
+            if !step.loss.is_finite() {
+                return Err(diverged(
+                    format!(
+                        "the loss became {} at epoch {}, step {} of {steps_per_epoch}",
+                        step.loss,
+                        epoch + 1,
+                        b + 1
+                    ),
+                    epoch,
+                ));
+            }
             opt.step(&step.grads)?;
             correct += step
                 .predicted
@@ -382,6 +398,55 @@ impl Run<'_> {
             secs: train_secs,
             images_per_sec: seen as f64 / train_secs.max(1e-9),
         })
+    }
+}
+
+/// `Err` if the epoch's validation loss or any weight (a parameter or a batch-norm running
+/// statistic) is not a number: the last steps made them so, and they must not be saved.
+fn check_finite_epoch(row: &EpochLog, varmap: &VarMap) -> Result<()> {
+    if !row.val_loss.is_finite() {
+        return Err(diverged(
+            format!(
+                "the validation loss became {} after epoch {}",
+                row.val_loss, row.epoch
+            ),
+            row.epoch - 1,
+        ));
+    }
+    let data = varmap.data().lock().map_err(|_| Error::InvalidInput {
+        what: "model".into(),
+        reason: "poisoned variable map".into(),
+    })?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        if let Some((_, v)) = crate::model::weights::first_non_finite(data[name].as_tensor())? {
+            return Err(diverged(
+                format!(
+                    "weight {name} became {v} in epoch {} (its loss stayed a number)",
+                    row.epoch
+                ),
+                row.epoch - 1,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The error of a run that diverged during 0-based `epoch`: `what` happened, and what was
+/// kept.
+fn diverged(what: String, epoch: usize) -> Error {
+    let kept = if epoch == 0 {
+        "nothing was saved".to_string()
+    } else {
+        format!("the checkpoints of epoch {epoch} are kept as they were")
+    };
+    Error::InvalidInput {
+        what: "training run".into(),
+        reason: format!(
+            "{what}; training stopped and {kept}. Try a lower --lr (or --resume from the \
+             last good epoch with one)"
+        ),
     }
 }
 
@@ -432,4 +497,57 @@ pub fn bench_step(
         })?;
         opt.step(&result.grads)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, val_loss: f64) -> EpochLog {
+        EpochLog {
+            epoch,
+            lr: 0.01,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_loss,
+            val_acc: 0.5,
+            secs: 1.0,
+            images_per_sec: 10.0,
+        }
+    }
+
+    /// Weights can stop being numbers with a finite loss (the last step's update overflowed):
+    /// the epoch is refused naming the weight, before anything is saved.
+    #[test]
+    fn an_epoch_that_left_weights_not_finite_is_refused_naming_them() -> Result<()> {
+        let map = VarMap::new();
+        let dev = Device::Cpu;
+        let init = candle_nn::Init::Const(0.5);
+        map.get(2, "block1.conv1.weight", init, DType::F32, &dev)?;
+        map.get(3, "head.fc2.bias", init, DType::F32, &dev)?;
+        check_finite_epoch(&row(3, 0.7), &map)?;
+
+        let err = check_finite_epoch(&row(3, f64::NAN), &map)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("validation loss became NaN after epoch 3"),
+            "{err}"
+        );
+
+        let data = map.data().lock().expect("not poisoned");
+        data["head.fc2.bias"].set(&Tensor::new(&[0f32, f32::INFINITY, 1.0], &dev)?)?;
+        drop(data);
+        let err = check_finite_epoch(&row(3, 0.7), &map)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("weight head.fc2.bias became inf in epoch 3")
+                && err.contains("checkpoints of epoch 2 are kept"),
+            "{err}"
+        );
+        let first = diverged("x".into(), 0).to_string();
+        assert!(first.contains("nothing was saved"), "{first}");
+        Ok(())
+    }
 }
