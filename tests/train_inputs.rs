@@ -171,8 +171,8 @@ fn settings_out_of_range_are_refused_up_front_naming_the_option() {
     );
 }
 
-/// Shapes of zero, beyond what a weights file may declare, or too large for memory are refused
-/// with a message naming the option, without allocating them.
+/// Shapes of zero, beyond what a weights file may declare or hold, or too large for memory are
+/// refused with a message naming the option, without allocating them.
 #[test]
 fn absurd_and_empty_shapes_are_refused_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,6 +202,12 @@ fn absurd_and_empty_shapes_are_refused_before_allocating() {
             60_000,
             "network and batch size",
             "needs about",
+        ),
+        (
+            vgg(vec![1024; 4], 8192),
+            16,
+            "network size",
+            "more than the 256 MiB a weights file may have",
         ),
     ] {
         let mut cfg = config(dir.path().join("big.safetensors"));

@@ -306,16 +306,20 @@ pub fn encode_tensors(
         .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))
 }
 
+/// Largest file [`read_tensors`] reads: an AdamW state holds two tensors per weight of a
+/// model of up to [`MAX_WEIGHTS_BYTES`].
+pub const MAX_NAMED_TENSORS_BYTES: u64 = 3 * MAX_WEIGHTS_BYTES;
+
 /// Every tensor of a safetensors file in its stored dtype, and its metadata, without reading
-/// them as a model. The file may be at most [`MAX_WEIGHTS_BYTES`].
+/// them as a model. The file may be at most [`MAX_NAMED_TENSORS_BYTES`].
 pub fn read_tensors(path: &Path) -> Result<NamedTensors> {
     let len = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();
-    if len > MAX_WEIGHTS_BYTES {
+    if len > MAX_NAMED_TENSORS_BYTES {
         return Err(Error::weights(
             path,
-            format!("file is {len} bytes, larger than the {MAX_WEIGHTS_BYTES} bytes allowed"),
+            format!("file is {len} bytes, larger than the {MAX_NAMED_TENSORS_BYTES} bytes allowed"),
         ));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -12,6 +12,7 @@ use crate::emotion::Emotion;
 use crate::error::{Error, Result};
 use crate::model::mini_xception_train::TrainableMiniXception;
 use crate::model::vgg::VggConfig;
+use crate::model::weights::MAX_WEIGHTS_BYTES;
 use crate::model::{Architecture, INPUT_SIZE_RANGE};
 
 /// Which optimiser.
@@ -278,11 +279,29 @@ const MAX_TEMPERATURE: f64 = 100.0;
 impl TrainConfig {
     /// `Err` naming the option and the accepted range for any setting that cannot train: a
     /// value out of range or not a number, a network shape that cannot be built or loaded
-    /// again, or a step that would need more memory than this machine has
+    /// again (its weights file too large included), or a step that would need more memory than
+    /// this machine has
     /// ([`Self::step_memory_bytes`]). Checks the settings alone, before anything is read or
     /// allocated; [`super::train`] calls it first.
     pub fn validate(&self) -> Result<()> {
         self.validate_settings()?;
+        let file = memory::weights_file_bytes(&self.net);
+        if file > MAX_WEIGHTS_BYTES {
+            return Err(invalid(
+                "network size",
+                format!(
+                    "{}{}: its weights would take {}, more than the {} a weights file may \
+                     have, so the result could not be loaded; use smaller --widths or --dense",
+                    self.net.label(),
+                    match &self.net {
+                        NetConfig::Vgg(v) => format!(", dense {}", v.dense),
+                        NetConfig::MiniXception { .. } => String::new(),
+                    },
+                    memory::human(file),
+                    memory::human(MAX_WEIGHTS_BYTES)
+                ),
+            ));
+        }
         let limit = memory::limit();
         let need = self.step_memory_bytes();
         if need > limit.bytes {
@@ -307,7 +326,11 @@ impl TrainConfig {
     /// gradients (one set per thread) and optimiser state, and the activations of a batch,
     /// forward and backward. An estimate from the network's shape, computed without allocating.
     pub fn step_memory_bytes(&self) -> u64 {
-        let threads = self.threads.unwrap_or(1).clamp(1, self.batch_size.max(1));
+        // `None` is one thread per core, or a resumed run's count (not known here).
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, self.batch_size.max(1));
         memory::step_bytes(&self.net, self.batch_size, self.optimizer, threads)
     }
 
@@ -636,10 +659,27 @@ mod tests {
         }
     }
 
+    /// A net whose weights file the app would refuse (over 256 MiB) is refused before
+    /// training, even where memory would allow it.
+    #[test]
+    fn a_net_too_large_to_load_again_is_refused() {
+        let mut c = config();
+        vgg(&mut c).widths = vec![1024, 1024];
+        vgg(&mut c).dense = VGG_MAX_DENSE;
+        c.batch_size = 1;
+        assert!(c.validate_settings().is_ok());
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.starts_with("invalid network size: vgg 1024-1024, dense 8192")
+                && msg.contains("more than the 256 MiB"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn a_step_too_large_for_memory_is_refused_before_allocating() {
         let mut c = config();
-        vgg(&mut c).widths = vec![1024; 4];
+        vgg(&mut c).widths = vec![512; 4];
         c.batch_size = 4096;
         assert!(c.validate_settings().is_ok());
         assert!(c.step_memory_bytes() > 1 << 40, "{}", c.step_memory_bytes());

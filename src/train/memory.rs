@@ -42,6 +42,15 @@ pub(super) fn step_bytes(
     (parameter_bytes + activation_bytes) as u64
 }
 
+/// Bytes of the weights file of `net` (every variable, batch-norm statistics included, as f32).
+pub(super) fn weights_file_bytes(net: &NetConfig) -> u64 {
+    let params = match net {
+        NetConfig::Vgg(c) => vgg_sizes(c).0,
+        NetConfig::MiniXception { classes, .. } => mini_xception_sizes(*classes).0,
+    };
+    (params * F32) as u64
+}
+
 /// `(parameters, activation values per image in the forward pass)` of a VGG.
 fn vgg_sizes(c: &VggConfig) -> (f64, f64) {
     let (mut params, mut acts) = (0f64, 0f64);
