@@ -14,11 +14,7 @@ fn train_step(c: &mut Criterion) {
         ("mini_xception_64", NetConfig::mini_xception(7)),
         (
             "vgg_16-32-64-128_48",
-            NetConfig::Vgg(VggConfig {
-                dense: 256,
-                dropout: 0.0,
-                ..VggConfig::half_width(7)
-            }),
+            NetConfig::Vgg(VggConfig::training_default(7)),
         ),
     ];
     let mut g = c.benchmark_group("train_step");

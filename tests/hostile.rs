@@ -417,3 +417,37 @@ fn a_long_gif_streams_with_bounded_memory() {
         o.peak_rss_mib
     );
 }
+
+#[test]
+fn train_refuses_a_device_or_its_own_data_as_out_before_loading_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("faces.csv");
+    std::fs::write(&data, "emotion,pixels\n3,0 0 0 0\n").unwrap();
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<OsString> = vec!["train".into(), "--data".into(), data.clone().into()];
+        args.extend([
+            "--val".into(),
+            data.clone().into(),
+            "--out".into(),
+            out.into(),
+        ]);
+        args.extend(extra.iter().map(OsString::from));
+        run_bounded(args, Duration::from_secs(20))
+    };
+    let dev = Path::new("/dev/full");
+    if std::fs::metadata(dev).is_ok_and(|m| m.file_type().is_char_device()) {
+        let o = train(dev, &[]);
+        assert_quick_refusal(&o, "/dev/full", &["character device"]);
+        assert!(std::fs::metadata(dev).unwrap().file_type().is_char_device());
+    }
+    let o = train(&data, &[]);
+    assert_quick_refusal(&o, "faces.csv", &["input"]);
+    assert_eq!(
+        std::fs::read_to_string(&data).unwrap(),
+        "emotion,pixels\n3,0 0 0 0\n",
+        "the dataset is intact"
+    );
+    // A negative number is read as a value (not a flag) and refused by name.
+    let o = train(&dir.path().join("out.safetensors"), &["--lr", "-1"]);
+    assert_quick_refusal(&o, "--lr", &["-1"]);
+}

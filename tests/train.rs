@@ -464,7 +464,7 @@ fn distillation_learns_the_teachers_decisions_over_wrong_labels() {
         temperature: 2.0,
     });
     let err = train(&wrong, &val, &cfg).unwrap_err().to_string();
-    assert!(err.contains("weight 1.5"), "{err}");
+    assert!(err.contains("--distill-weight: 1.5"), "{err}");
     let not_weights = dir.path().join("notes.txt");
     std::fs::write(&not_weights, "hello").unwrap();
     cfg.distill = Some(Distill {
@@ -781,9 +781,37 @@ fn a_teacher_table_made_elsewhere_teaches_like_a_teacher_model() {
         err.contains("twice.safetensors") && err.contains("listed twice"),
         "{err}"
     );
+    // emocam never writes a table that is not finite; one made elsewhere is refused on reading.
     let mut nan = probs.clone();
     nan[7] = f32::NAN;
-    let err = refused(&images, &nan, &wrong, "nan.safetensors");
+    let path = dir.path().join("nan.safetensors");
+    let err = emocam::train::save_teacher_table(&path, "nan", &table_classes, &images, &nan)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tensor probs holds NaN"), "{err}");
+    let bytes: Vec<u8> = nan.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![images.len(), table_classes.len()],
+        &bytes,
+    )
+    .unwrap();
+    let class_names: Vec<&str> = table_classes.iter().map(|c| c.name()).collect();
+    let meta = std::collections::HashMap::from([
+        ("architecture".to_string(), "teacher_table".to_string()),
+        (
+            "classes".to_string(),
+            serde_json::to_string(&class_names).unwrap(),
+        ),
+        (
+            "images".to_string(),
+            serde_json::to_string(&images).unwrap(),
+        ),
+    ]);
+    safetensors::serialize_to_file([("probs", view)], Some(meta), &path).unwrap();
+    let mut nan_cfg = cfg.clone();
+    nan_cfg.distill.as_mut().unwrap().teacher = path;
+    let err = train(&wrong, &val, &nan_cfg).unwrap_err().to_string();
     assert!(
         err.contains("nan.safetensors") && err.contains("NaN"),
         "{err}"

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use emocam::dataset;
+use emocam::outfile::{self, OutputPolicy};
 
 /// Options of `emocam train`.
 #[derive(clap::Args)]
@@ -130,9 +131,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     };
     let net = match a.arch.as_str() {
         "vgg" => {
-            let mut c = VggConfig::half_width(emocam::Emotion::COUNT);
-            c.dense = 256;
-            c.dropout = 0.0;
+            let mut c = VggConfig::training_default(emocam::Emotion::COUNT);
             if let Some(w) = &a.widths {
                 c.widths = w
                     .split(',')
@@ -167,15 +166,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("emocam-{}.safetensors", a.arch.replace('_', "-")))
     });
-    let train_set = load_split(&a.data, &a.data_usage)?;
-    let val_set = load_split(&a.val, &a.val_usage)?;
-    eprintln!(
-        "training on {} images, validating on {} ({:?} per class)",
-        train_set.len(),
-        val_set.len(),
-        train_set.class_counts()
-    );
-    let cfg = TrainConfig {
+    let mut cfg = TrainConfig {
         net,
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -212,14 +203,34 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         threads: a.threads,
         progress: true,
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        data_description: format!(
-            "train {} ({} images), val {} ({} images)",
-            a.data.display(),
-            train_set.len(),
-            a.val.display(),
-            val_set.len()
-        ),
+        data_description: String::new(),
     };
+    // Refuse bad settings and outputs before minutes of decoding the data.
+    cfg.validate()?;
+    let inputs = [Some(&a.data), Some(&a.val), cfg.init.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain(cfg.distill.as_ref().map(|d| &d.teacher))
+        .chain(cfg.partner.as_ref().map(|p| &p.path));
+    let policy = OutputPolicy::new()
+        .with_overwrite(true)
+        .with_inputs(inputs.cloned());
+    outfile::check_output(&cfg.out, &policy)?;
+    let train_set = load_split(&a.data, &a.data_usage)?;
+    let val_set = load_split(&a.val, &a.val_usage)?;
+    eprintln!(
+        "training on {} images, validating on {} ({:?} per class)",
+        train_set.len(),
+        val_set.len(),
+        train_set.class_counts()
+    );
+    cfg.data_description = format!(
+        "train {} ({} images), val {} ({} images)",
+        a.data.display(),
+        train_set.len(),
+        a.val.display(),
+        val_set.len()
+    );
     let s = emocam::train::train(&train_set, &val_set, &cfg)?;
     println!(
         "best val accuracy {:.4} at epoch {} of {}{}; weights in {}",

@@ -49,6 +49,17 @@ impl VggConfig {
         }
     }
 
+    /// What `emocam train --arch vgg` trains unless told otherwise: the half-width blocks with
+    /// a 256-wide dense layer and no dropout (from scratch on FER2013 with augmentation, dropout
+    /// 0.25 everywhere barely learned; see docs/training.md).
+    pub fn training_default(classes: usize) -> Self {
+        Self {
+            dense: 256,
+            dropout: 0.0,
+            ..Self::half_width(classes)
+        }
+    }
+
     /// Read widths from weights metadata (defaults: the half-width net).
     pub fn from_metadata(
         m: &HashMap<String, String>,

@@ -327,3 +327,267 @@ impl SimpleBackend for CheckedBackend {
         self.tensors.contains_key(name)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Named tensors that are not models (training's checkpoints, optimiser state, score tables):
+// serialised with a check that every value is finite, read back in their own dtype, and a file's
+// metadata read from its header alone.
+
+/// Metadata and tensors of a safetensors file read by [`read_tensors`].
+pub struct NamedTensors {
+    /// The `__metadata__` entries (empty when the file has none).
+    pub metadata: HashMap<String, String>,
+    /// Every tensor by name, on the CPU, in its stored dtype (F32, F64, F16 or BF16).
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// The first value of `t` that is not finite, as `(flat index, value)`; `None` if all are.
+pub fn first_non_finite(t: &Tensor) -> Result<Option<(usize, f64)>> {
+    let values = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(values.into_iter().enumerate().find(|(_, v)| !v.is_finite()))
+}
+
+/// `Err` naming `path` and the tensor if any of `tensors` holds a NaN or an infinity.
+pub fn check_finite<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a String, &'a Tensor)>,
+) -> Result<()> {
+    for (name, t) in tensors {
+        if let Some((i, v)) = first_non_finite(t)? {
+            return Err(Error::weights(
+                path,
+                format!(
+                    "tensor {name} holds {v} at element {i} of {:?}: expected finite values",
+                    t.dims()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Safetensors bytes of `tensors` (F32 and F64 kept as they are, other dtypes stored as F32)
+/// with `metadata`, refused (naming `path`, where they are meant to go, and the tensor) if a
+/// value is not finite, so that a diverged state is never written.
+pub fn encode_tensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    check_finite(path, tensors)?;
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        views.push((name.clone(), RawTensor::new(t)?));
+    }
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    safetensors::serialize(views, metadata)
+        .map_err(|e| Error::weights(path, format!("cannot serialise: {e}")))
+}
+
+/// Largest file [`read_tensors`] reads: an AdamW state holds two tensors per weight of a
+/// model of up to [`MAX_WEIGHTS_BYTES`].
+pub const MAX_NAMED_TENSORS_BYTES: u64 = 3 * MAX_WEIGHTS_BYTES;
+
+/// Every tensor of a safetensors file in its stored dtype, and its metadata, without reading
+/// them as a model. The file may be at most [`MAX_NAMED_TENSORS_BYTES`].
+pub fn read_tensors(path: &Path) -> Result<NamedTensors> {
+    let bytes = crate::imaging::read_regular(path, MAX_NAMED_TENSORS_BYTES, "a safetensors file")
+        .map_err(|reason| Error::weights(path, reason))?;
+    let fail = |reason: String| Error::weights(path, reason);
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(describe(&e, &bytes)))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| fail(describe(&e, &bytes)))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.iter() {
+        let dtype = match view.dtype() {
+            Dtype::F32 => DType::F32,
+            Dtype::F64 => DType::F64,
+            Dtype::F16 => DType::F16,
+            Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(fail(format!(
+                    "tensor {name} has dtype {other:?}, expected F32, F64, F16 or BF16"
+                )));
+            }
+        };
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
+            .map_err(|e| fail(format!("tensor {name}: {e}")))?;
+        tensors.insert(name.to_string(), t);
+    }
+    Ok(NamedTensors {
+        metadata: header.metadata().clone().unwrap_or_default(),
+        tensors,
+    })
+}
+
+/// The `__metadata__` of a safetensors file, read from its header alone (not the tensors
+/// after it), e.g. to tell what kind of file it is before reading it whole.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let fail = |reason: String| Error::weights(path, reason);
+    let mut f = crate::imaging::open_regular(path, MAX_NAMED_TENSORS_BYTES, "a safetensors file")
+        .map_err(fail)?;
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|_| {
+        fail(format!(
+            "not a safetensors file: it is {file_len} bytes, too short for the 8-byte header length"
+        ))
+    })?;
+    let n = u64::from_le_bytes(n);
+    // The header must fit the file and safetensors' own 100 MB limit on headers.
+    if n > 100_000_000 || n > file_len.saturating_sub(8) {
+        return Err(fail(format!(
+            "not a safetensors file (or truncated): the header length in the first 8 bytes does not fit the file's {file_len} bytes"
+        )));
+    }
+    let mut header = Vec::with_capacity(n as usize);
+    f.take(n)
+        .read_to_end(&mut header)
+        .map_err(|e| Error::io(path, e))?;
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header).map_err(|e| {
+        fail(format!(
+            "not a safetensors file: the header is not valid JSON ({e})"
+        ))
+    })?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// A tensor's little-endian bytes for [`encode_tensors`].
+struct RawTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    fn new(t: &Tensor) -> Result<Self> {
+        let flat = t.flatten_all()?;
+        let (dtype, bytes) = match t.dtype() {
+            DType::F64 => (
+                Dtype::F64,
+                flat.to_vec1::<f64>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+            _ => (
+                Dtype::F32,
+                flat.to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            ),
+        };
+        Ok(Self {
+            dtype,
+            shape: t.dims().to_vec(),
+            bytes,
+        })
+    }
+}
+
+impl safetensors::View for RawTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+#[cfg(test)]
+mod named_tensor_tests {
+    use super::*;
+
+    fn tensors() -> candle_core::Result<HashMap<String, Tensor>> {
+        Ok(HashMap::from([
+            (
+                "a.weight".to_string(),
+                Tensor::new(&[[1f32, -2.5], [0.0, 3.0]], &Device::Cpu)?,
+            ),
+            (
+                "step".to_string(),
+                Tensor::new(&[123456789f64], &Device::Cpu)?,
+            ),
+        ]))
+    }
+
+    #[test]
+    fn tensors_and_metadata_round_trip_in_their_dtypes() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("state.safetensors");
+        let meta = HashMap::from([("kind".to_string(), "test".to_string())]);
+        let bytes = encode_tensors(&path, &tensors()?, Some(meta.clone()))?;
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        assert_eq!(read_metadata(&path)?, meta);
+        let back = read_tensors(&path)?;
+        assert_eq!(back.metadata, meta);
+        assert_eq!(
+            back.tensors["a.weight"].to_vec2::<f32>()?,
+            vec![vec![1.0, -2.5], vec![0.0, 3.0]]
+        );
+        let step = &back.tensors["step"];
+        assert_eq!(step.dtype(), DType::F64);
+        assert_eq!(step.to_vec1::<f64>()?, vec![123456789.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_value_that_is_not_finite_is_never_encoded() -> Result<()> {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut t = tensors()?;
+            t.insert(
+                "b.bias".into(),
+                Tensor::new(&[0f32, bad, 1.0], &Device::Cpu)?,
+            );
+            let err = encode_tensors(Path::new("out.safetensors"), &t, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("out.safetensors")
+                    && err.contains("tensor b.bias")
+                    && err.contains("element 1"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            first_non_finite(&Tensor::new(&[1f64, 2.0], &Device::Cpu)?)?,
+            None
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_of_a_file_that_is_not_safetensors_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        for (name, bytes) in [
+            ("short", &b"abc"[..]),
+            (
+                "huge-header",
+                &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, b'{', b'}'][..],
+            ),
+            (
+                "not-json",
+                &[4, 0, 0, 0, 0, 0, 0, 0, b'n', b'o', b'p', b'e'][..],
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            let err = read_metadata(&path).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("not a safetensors file"),
+                "{err}"
+            );
+            assert!(read_tensors(&path).is_err());
+        }
+        assert!(read_metadata(&dir.path().join("absent")).is_err());
+        Ok(())
+    }
+}

@@ -1,203 +1,177 @@
-//! A PNG of the training curves (loss and accuracy per epoch, train and val), drawn with a
-//! tiny built-in bitmap font so that no font file or plotting library is needed.
+//! A PNG of the training curves: loss and accuracy per epoch, train and val, drawn with
+//! `plotters` and the bundled DejaVu Sans (never the system's fonts, so it draws the same on a
+//! machine with none installed).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
 
-use super::EpochLog;
+use super::progress::EpochLog;
 use crate::error::{Error, Result};
 
 const W: u32 = 900;
 const H: u32 = 420;
-const TRAIN: Rgb<u8> = Rgb([40, 110, 220]);
-const VAL: Rgb<u8> = Rgb([230, 110, 30]);
-const INK: Rgb<u8> = Rgb([40, 40, 40]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
+const TRAIN: RGBColor = RGBColor(40, 110, 220);
+const VAL: RGBColor = RGBColor(230, 110, 30);
+const INK: RGBColor = RGBColor(40, 40, 40);
+/// The family plotters' default text style names, so that every label uses the bundled font.
+const FAMILY: &str = "sans-serif";
 
-/// 3x5 glyphs, one row per `u8` (low 3 bits, left = 4).
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 2, 2],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        'a' => [0, 6, 3, 5, 7],
-        'c' => [0, 7, 4, 4, 7],
-        'e' => [7, 5, 7, 4, 7],
-        'h' => [4, 4, 7, 5, 5],
-        'i' => [2, 0, 2, 2, 2],
-        'l' => [4, 4, 4, 4, 7],
-        'n' => [0, 6, 5, 5, 5],
-        'o' => [0, 7, 5, 5, 7],
-        'p' => [7, 5, 7, 4, 4],
-        'r' => [0, 7, 4, 4, 4],
-        's' => [7, 4, 7, 1, 7],
-        't' => [4, 7, 4, 4, 7],
-        'u' => [0, 5, 5, 5, 7],
-        'v' => [0, 5, 5, 5, 2],
-        'y' => [5, 5, 7, 1, 7],
-        _ => [0; 5],
-    }
-}
+/// DejaVu Sans 2.37 (Debian's fonts-dejavu-core), see `assets/SOURCES.md`.
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
-fn text(img: &mut RgbImage, x: i32, y: i32, s: &str, color: Rgb<u8>) {
-    const SCALE: i32 = 2;
-    for (i, c) in s.chars().enumerate() {
-        let g = glyph(c);
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    for dy in 0..SCALE {
-                        for dx in 0..SCALE {
-                            put(
-                                img,
-                                x + (i as i32 * 4 + col) * SCALE + dx,
-                                y + row as i32 * SCALE + dy,
-                                color,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn put(img: &mut RgbImage, x: i32, y: i32, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-fn line(img: &mut RgbImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), c: Rgb<u8>) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i32).max(1);
-    for i in 0..=n {
-        let t = i as f32 / n as f32;
-        let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-        for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
-            put(img, x.round() as i32 + dx, y.round() as i32 + dy, c);
-        }
-    }
-}
-
-/// One panel: `series` are (values, colour) over epochs 1..=n.
-fn panel(img: &mut RgbImage, x0: i32, title: &str, series: &[(Vec<f64>, Rgb<u8>)]) {
-    let (pw, ph, top, left) = (380.0f32, 300.0f32, 60.0f32, x0 as f32 + 56.0);
-    let n = series.iter().map(|s| s.0.len()).max().unwrap_or(0);
-    let all = series
-        .iter()
-        .flat_map(|s| s.0.iter().copied())
-        .filter(|v| v.is_finite());
-    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo.min(0.0), hi)
+/// Register the bundled font with plotters once per process.
+fn font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
     } else {
-        (0.0, 1.0)
-    };
-    text(img, x0 + 50, 20, title, INK);
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let y = top + ph - ph * k as f32 / 4.0;
-        line(img, (left, y), (left + pw, y), GRID);
-        text(img, x0 + 4, y as i32 - 5, &format!("{v:.2}"), INK);
-    }
-    line(img, (left, top), (left, top + ph), INK);
-    line(img, (left, top + ph), (left + pw, top + ph), INK);
-    let xs = |i: usize| {
-        left + if n > 1 {
-            pw * i as f32 / (n - 1) as f32
-        } else {
-            pw / 2.0
-        }
-    };
-    for i in [0, n.saturating_sub(1) / 2, n.saturating_sub(1)] {
-        text(
-            img,
-            xs(i) as i32 - 4,
-            (top + ph) as i32 + 8,
-            &(i + 1).to_string(),
-            INK,
-        );
-    }
-    text(
-        img,
-        (left + pw / 2.0) as i32 - 20,
-        (top + ph) as i32 + 26,
-        "epoch",
-        INK,
-    );
-    for (vals, c) in series {
-        let y = |v: f64| top + ph - ph * ((v - lo) / (hi - lo)) as f32;
-        for i in 1..vals.len() {
-            line(img, (xs(i - 1), y(vals[i - 1])), (xs(i), y(vals[i])), *c);
-        }
-        if vals.len() == 1 {
-            line(
-                img,
-                (xs(0) - 2.0, y(vals[0])),
-                (xs(0) + 2.0, y(vals[0])),
-                *c,
-            );
-        }
+        Err(Error::InvalidInput {
+            what: "bundled font assets/fonts/DejaVuSans.ttf".into(),
+            reason: "not a font plotters can read".into(),
+        })
     }
 }
 
 /// Draw loss (left) and accuracy (right) per epoch, train in blue and val in orange.
-pub fn render(history: &[EpochLog]) -> RgbImage {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let get = |f: fn(&EpochLog) -> f64| history.iter().map(f).collect::<Vec<f64>>();
-    panel(
-        &mut img,
-        0,
-        "loss",
-        &[(get(|e| e.train_loss), TRAIN), (get(|e| e.val_loss), VAL)],
-    );
-    panel(
-        &mut img,
-        450,
-        "accuracy",
-        &[(get(|e| e.train_acc), TRAIN), (get(|e| e.val_acc), VAL)],
-    );
-    for (i, (name, c)) in [("train", TRAIN), ("val", VAL)].into_iter().enumerate() {
-        let x = 640 + i as i32 * 110;
-        for dy in 0..4 {
-            line(
-                &mut img,
-                (x as f32, 24.0 + dy as f32),
-                (x as f32 + 24.0, 24.0 + dy as f32),
-                c,
-            );
-        }
-        text(&mut img, x + 30, 20, name, INK);
-    }
-    img
+pub fn render(history: &[EpochLog]) -> Result<RgbImage> {
+    font()?;
+    let mut buf = vec![255u8; (W * H * 3) as usize];
+    draw(history, &mut buf).map_err(|e| Error::InvalidInput {
+        what: "training curves".into(),
+        reason: e,
+    })?;
+    RgbImage::from_raw(W, H, buf).ok_or_else(|| Error::InvalidInput {
+        what: "training curves".into(),
+        reason: format!("the drawing is not {W}x{H} RGB"),
+    })
 }
 
-/// Write the curves to `path` as PNG.
+/// Write the curves to `path` as PNG, replacing it whole.
 pub fn save(history: &[EpochLog], path: &Path) -> Result<()> {
-    render(history).save(path).map_err(|e| Error::Image {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    let mut png = std::io::Cursor::new(Vec::new());
+    render(history)?
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| Error::Image {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    super::checkpoint::replace_whole(path, png.get_ref())
+}
+
+/// A panel's lines: name, value per epoch, colour.
+type Series<'a> = [(&'a str, Vec<f64>, RGBColor); 2];
+
+fn draw(history: &[EpochLog], buf: &mut [u8]) -> std::result::Result<(), String> {
+    let root = BitMapBackend::with_buffer(buf, (W, H)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(W / 2);
+    let get = |f: fn(&EpochLog) -> f64| history.iter().map(f).collect::<Vec<f64>>();
+    panel(
+        &left,
+        "loss",
+        &[
+            ("train", get(|e| e.train_loss), TRAIN),
+            ("val", get(|e| e.val_loss), VAL),
+        ],
+        // Losses fall and accuracies rise: the legends go where the curves are not.
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &right,
+        "accuracy",
+        &[
+            ("train", get(|e| e.train_acc), TRAIN),
+            ("val", get(|e| e.val_acc), VAL),
+        ],
+        SeriesLabelPosition::LowerRight,
+    )?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// One chart of `series` over epochs 1..=n, its y axis from 0 (or below) to the largest value.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    series: &Series,
+    legend: SeriesLabelPosition,
+) -> std::result::Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let n = series.iter().map(|s| s.1.len()).max().unwrap_or(0);
+    let finite = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((0f64, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let hi = if hi > lo {
+        hi + (hi - lo) * 0.05
+    } else {
+        lo + 1.0
+    };
+    // Half an epoch of room either side, so that the first and a single epoch sit inside.
+    let x_end = n.max(1) as f64 + 0.5;
+    let epoch_label = |x: &f64| {
+        let whole = x.round();
+        if (x - whole).abs() < 1e-9 && whole >= 1.0 && whole <= n as f64 {
+            format!("{whole:.0}")
+        } else {
+            String::new()
+        }
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 22).into_font().color(&INK))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5f64..x_end, lo..hi)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(n.clamp(2, 12))
+        .x_label_formatter(&epoch_label)
+        .y_labels(6)
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .label_style((FAMILY, 14).into_font().color(&INK))
+        .axis_desc_style((FAMILY, 15).into_font().color(&INK))
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .draw()
+        .map_err(err)?;
+    for (name, values, colour) in series {
+        let points = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, v)| ((i + 1) as f64, *v));
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(3))
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .label_font((FAMILY, 14).into_font().color(&INK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()
+        .map_err(err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn curves_draw_both_series() {
-        let h: Vec<EpochLog> = (0..5)
+    fn history(n: usize) -> Vec<EpochLog> {
+        (0..n)
             .map(|i| EpochLog {
                 epoch: i + 1,
                 lr: 0.01,
@@ -208,16 +182,62 @@ mod tests {
                 secs: 1.0,
                 images_per_sec: 100.0,
             })
-            .collect();
-        let img = render(&h);
+            .collect()
+    }
+
+    /// Pixels of exactly `c` among `pixels`.
+    fn count<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>, c: RGBColor) -> usize {
+        pixels.filter(|p| p.0 == [c.0, c.1, c.2]).count()
+    }
+
+    #[test]
+    fn curves_draw_both_series_in_both_panels_and_text() -> Result<()> {
+        let img = render(&history(5))?;
         assert_eq!(img.dimensions(), (W, H));
-        let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
+        let (train, val) = (count(img.pixels(), TRAIN), count(img.pixels(), VAL));
+        assert!(train > 500 && val > 500, "{train} {val}");
+        for x0 in [0, W / 2] {
+            let half = image::imageops::crop_imm(&img, x0, 0, W / 2, H).to_image();
+            let n = count(half.pixels(), TRAIN);
+            assert!(n > 200, "panel at x {x0}: {n} train pixels");
+        }
+        // Anti-aliased glyphs leave grey pixels that are neither ink, white nor a series.
+        let grey = img
+            .pixels()
+            .filter(|p| {
+                let [r, g, b] = p.0;
+                r == g && g == b && r > 60 && r < 200
+            })
+            .count();
+        assert!(grey > 300, "{grey} grey pixels: no text drawn?");
+        Ok(())
+    }
+
+    #[test]
+    fn one_epoch_no_epochs_and_a_missing_value_still_draw() -> Result<()> {
+        let one = render(&history(1))?;
         assert!(
-            count(TRAIN) > 500 && count(VAL) > 500,
-            "{} {}",
-            count(TRAIN),
-            count(VAL)
+            count(one.pixels(), TRAIN) > 20,
+            "a marker for the single epoch"
         );
-        assert!(count(INK) > 1000);
+        render(&[])?;
+        let mut odd = history(3);
+        odd[1].val_loss = f64::NAN;
+        render(&odd)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_png_is_written_whole() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("run.curves.png");
+        save(&history(4), &path)?;
+        let back = image::open(&path).map_err(|e| Error::Image {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        assert_eq!((back.width(), back.height()), (W, H));
+        assert!(!dir.path().join("run.curves.png.partial").exists());
+        Ok(())
     }
 }
