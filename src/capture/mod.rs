@@ -1,9 +1,11 @@
 //! Where frames come from: a camera (the only nokhwa user is [`camera`]), a folder of images or
-//! an animated GIF ([`files`]), or the built-in animated [`demo`]. All sit behind [`FrameSource`].
+//! an animated GIF ([`files`]), a video file or network stream ([`video`], the only user of
+//! video decoders), or the built-in animated [`demo`]. All sit behind [`FrameSource`].
 
 pub mod camera;
 pub mod demo;
 pub mod files;
+pub mod video;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -89,8 +91,10 @@ pub enum SourceSpec {
     Camera(u32),
     /// The built-in demo (`demo`), or one of its scenes (`demo:astronaut`).
     Demo(Option<String>),
-    /// A folder of images or an animated GIF.
+    /// A folder of images, an image, an animated GIF or a video file.
     Path(PathBuf),
+    /// A network stream (`rtsp://`, `rtsps://`, `http://`, `https://`), read through FFmpeg.
+    Url(String),
 }
 
 impl FromStr for SourceSpec {
@@ -112,6 +116,9 @@ impl FromStr for SourceSpec {
                 .map(SourceSpec::Camera)
                 .map_err(|_| format!("camera index {i:?} is not a number (e.g. camera:0)"));
         }
+        if video::is_stream_url(s) {
+            return Ok(SourceSpec::Url(s.to_string()));
+        }
         Ok(SourceSpec::Path(PathBuf::from(s)))
     }
 }
@@ -123,6 +130,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Demo(None) => write!(f, "demo"),
             SourceSpec::Demo(Some(s)) => write!(f, "demo:{s}"),
             SourceSpec::Path(p) => write!(f, "{}", p.display()),
+            SourceSpec::Url(u) => write!(f, "{u}"),
         }
     }
 }
@@ -185,6 +193,10 @@ pub fn open(spec: &SourceSpec, opts: SourceOptions) -> Result<Box<dyn FrameSourc
     Ok(match spec {
         SourceSpec::Camera(i) => Box::new(camera::CameraSource::open(*i)?),
         SourceSpec::Demo(scene) => Box::new(demo::DemoSource::new(scene.as_deref(), opts)?),
+        SourceSpec::Path(p) if video::is_video_path(p) => {
+            Box::new(video::VideoSource::open(p, opts)?)
+        }
         SourceSpec::Path(p) => Box::new(files::FileSource::open(p, opts)?),
+        SourceSpec::Url(u) => Box::new(video::VideoSource::open_url(u, opts)?),
     })
 }
