@@ -4,7 +4,8 @@
 //! grayscaled and resized ([`imaging`]), and classified by a candle CNN ([`model`]) into softmax
 //! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
 //! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
-//! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
+//! [`video_out`] writes H.264 MP4 files, and [`gui`] is the desktop window. [`eval`] measures a
+//! classifier on a labelled [`dataset`].
 
 pub mod capture;
 pub mod dataset;
@@ -23,6 +24,7 @@ pub mod rng;
 pub mod runtime;
 pub mod track;
 pub mod train;
+pub mod video_out;
 
 pub use detect::{DetectorConfig, FaceDetector};
 pub use emotion::{Emotion, Scores};

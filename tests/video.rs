@@ -620,3 +620,225 @@ fn a_stalled_ffmpeg_is_given_up_on_and_killed() {
     let ps = String::from_utf8_lossy(&ps.stdout);
     assert!(!ps.lines().any(|l| l.trim() == "sleep 300"), "{ps}");
 }
+
+/// A test frame: the photo (150 px) on the green canvas with its left edge at `x`.
+fn canvas_frame(w: u32, h: u32, x: i64) -> RgbImage {
+    let photo = emocam::imaging::load_rgb(&common::fixture("astronaut.png")).unwrap();
+    let photo = image::imageops::resize(&photo, 150, 150, image::imageops::FilterType::Triangle);
+    let mut frame = RgbImage::from_pixel(w, h, image::Rgb([0, 192, 0]));
+    image::imageops::overlay(&mut frame, &photo, x, (h as i64 - 150) / 2);
+    frame
+}
+
+/// Peak signal-to-noise ratio of `b` against `a` in dB, over `a`'s area.
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let mut se = 0.0;
+    for (x, y, p) in a.enumerate_pixels() {
+        let q = b.get_pixel(x, y);
+        for c in 0..3 {
+            let d = p[c] as f64 - q[c] as f64;
+            se += d * d;
+        }
+    }
+    let mse = se / (a.width() * a.height() * 3) as f64;
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+/// PSNR of the gray images the face stage sees.
+fn luma_psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let (ga, gb) = (emocam::imaging::to_gray(a), emocam::imaging::to_gray(b));
+    let mut se = 0.0;
+    for (p, q) in ga.pixels().zip(gb.pixels()) {
+        let d = p[0] as f64 - q[0] as f64;
+        se += d * d;
+    }
+    let mse = se / (ga.width() * ga.height()) as f64;
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+#[test]
+fn the_writer_round_trips_frames_times_and_content() {
+    use emocam::video_out::Mp4Writer;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("annotated.mp4");
+    let (w, h) = (320, 240);
+    // A variable frame rate, starting at an arbitrary time.
+    let times: Vec<f64> = (0..40)
+        .map(|i| 1234.5 + i as f64 * 33.4 + (i % 3) as f64 * 7.25)
+        .collect();
+    let originals: Vec<RgbImage> = (0..40).map(|i| canvas_frame(w, h, 160 - 3 * i)).collect();
+    let mut writer = Mp4Writer::create(&path, w, h).unwrap();
+    assert_eq!(writer.coded_size(), (w, h));
+    for (f, t) in originals.iter().zip(&times) {
+        writer.write(f, *t).unwrap();
+    }
+    let written = writer.finish().unwrap();
+    assert_eq!((written.frames, written.width, written.height), (40, w, h));
+    assert!(std::fs::metadata(&path).unwrap().len() < 400_000);
+
+    let mut src = VideoSource::open(&path, unpaced()).unwrap();
+    assert_eq!(src.decoder(), "openh264");
+    assert_eq!(src.frame_count(), Some(40));
+    assert_eq!(src.key_frames_ms().unwrap()[0], 0.0);
+    let got = frames(&mut src, 1000);
+    assert_eq!(got.len(), 40);
+    for (i, ((rgb, ms), orig)) in got.iter().zip(&originals).enumerate() {
+        assert_eq!(rgb.dimensions(), (w, h));
+        let want = times[i] - times[0];
+        assert!(
+            (ms - want).abs() < 0.5,
+            "frame {i}: {ms} ms, wrote {want} ms"
+        );
+        // Gray (what the face stage sees) is near lossless; colour loses more to 4:2:0.
+        let (luma, rgb_q) = (luma_psnr(orig, rgb), psnr(orig, rgb));
+        assert!(
+            luma > 36.0 && rgb_q > 28.0,
+            "frame {i}: PSNR {luma:.1} dB gray, {rgb_q:.1} dB RGB"
+        );
+        assert_eq!(
+            edge_x(rgb),
+            edge_x(orig),
+            "frame {i} is the frame written there"
+        );
+    }
+    // An independent decoder reads the same file.
+    if have_ffmpeg("checking the written file with ffprobe") {
+        let tools = emocam::capture::video::Ffmpeg::find().unwrap();
+        let out = Command::new(tools.ffprobe)
+            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "h264,320,240,40"
+        );
+    }
+}
+
+#[test]
+fn the_writer_pads_odd_sizes_to_even() {
+    use emocam::video_out::Mp4Writer;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.mp4");
+    let mut writer = Mp4Writer::create(&path, 321, 181).unwrap();
+    assert_eq!(writer.coded_size(), (322, 182));
+    let frame = canvas_frame(321, 181, 100);
+    for i in 0..5 {
+        writer.write(&frame, i as f64 * 40.0).unwrap();
+    }
+    let written = writer.finish().unwrap();
+    assert_eq!((written.width, written.height), (322, 182));
+    assert!((written.duration_ms - 200.0).abs() < 0.5, "{written:?}");
+    let got = frames(&mut VideoSource::open(&path, unpaced()).unwrap(), 100);
+    assert_eq!(got.len(), 5);
+    let rgb = &got[4].0;
+    assert_eq!(rgb.dimensions(), (322, 182));
+    // The input is the top-left corner; the added column repeats the last one.
+    let inner = image::imageops::crop_imm(rgb, 0, 0, 321, 181).to_image();
+    assert!(luma_psnr(&frame, &inner) > 36.0);
+    assert_eq!(edge_x(rgb), edge_x(&frame));
+}
+
+#[test]
+fn writer_errors_name_the_file_and_what_was_expected() {
+    use emocam::video_out::Mp4Writer;
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no/such/folder/out.mp4");
+    let err = Mp4Writer::create(&nowhere, 64, 64)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no/such/folder/out.mp4"), "{err}");
+    let err = Mp4Writer::create(&dir.path().join("big.mp4"), 8000, 8000)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("big.mp4") && err.contains("8000x8000"),
+        "{err}"
+    );
+
+    let path = dir.path().join("out.mp4");
+    let mut w = Mp4Writer::create(&path, 64, 48).unwrap();
+    let err = w
+        .write(&RgbImage::new(32, 32), 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("out.mp4") && err.contains("32x32") && err.contains("64x48"),
+        "{err}"
+    );
+    w.write(&RgbImage::new(64, 48), 10.0).unwrap();
+    let err = w
+        .write(&RgbImage::new(64, 48), 10.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("out.mp4") && err.contains("after the previous"),
+        "{err}"
+    );
+    w.finish().unwrap();
+
+    let empty = dir.path().join("empty.mp4");
+    let err = Mp4Writer::create(&empty, 64, 48)
+        .unwrap()
+        .finish()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("empty.mp4") && err.contains("no frames"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_pipeline_scores_every_frame_of_a_video_unpaced() {
+    use emocam::pipeline::{Notice, Pipeline, PipelineConfig};
+    use std::sync::Arc;
+    let name = "high_bframes.mp4";
+    let source = capture::open(&SourceSpec::Path(clip(name)), unpaced()).unwrap();
+    let p = Pipeline::start(
+        source,
+        emocam::Classifier::builtin().unwrap(),
+        PipelineConfig::default(),
+        Arc::new(|| {}),
+    )
+    .unwrap();
+    let want = expected_pts(name);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < want.len() && Instant::now() < deadline {
+        if let Ok(s) = p.results().recv_timeout(Duration::from_millis(200)) {
+            got.push(s);
+        }
+    }
+    assert_eq!(got.len(), want.len(), "every frame is scored");
+    for (i, (s, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(s.frame.index, i as u64);
+        assert!((s.frame.source_ms.unwrap() - w).abs() < 0.5, "frame {i}");
+    }
+    let with_face = got.iter().filter(|s| s.faces.len() == 1).count();
+    assert!(
+        with_face * 10 >= got.len() * 8,
+        "a face in {with_face} of {} frames",
+        got.len()
+    );
+    assert_eq!(
+        p.notices().recv_timeout(Duration::from_secs(5)).unwrap(),
+        Notice::SourceEnded
+    );
+    let stats = p.stats();
+    assert_eq!(
+        (stats.captured, stats.scored, stats.dropped()),
+        (48, 48, 0),
+        "{stats:?}"
+    );
+    p.shutdown();
+}
