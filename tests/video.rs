@@ -842,3 +842,55 @@ fn the_pipeline_scores_every_frame_of_a_video_unpaced() {
     );
     p.shutdown();
 }
+
+/// Serve `body` over HTTP on a local port until the test ends; returns the URL.
+fn serve_http(body: Vec<u8>, name: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/{name}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                // Read the request's head up to its blank line.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" || line == "\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: video/webm\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_network_stream_plays_live_through_ffmpeg() {
+    if !have_ffmpeg("network streams are read through FFmpeg") {
+        return;
+    }
+    let url = serve_http(std::fs::read(clip("clip.webm")).unwrap(), "clip.webm");
+    let spec: SourceSpec = url.parse().unwrap();
+    assert_eq!(spec, SourceSpec::Url(url.clone()));
+    let mut src = capture::open(&spec, SourceOptions::default()).unwrap();
+    assert_eq!(
+        src.pacing(),
+        Pacing::Live,
+        "the pipeline never makes a stream wait"
+    );
+    assert!(src.describe().contains(&url), "{}", src.describe());
+    let err = src.seek(100.0).unwrap_err().to_string();
+    assert!(err.contains("live stream"), "{err}");
+    let got = frames(src.as_mut(), 1000);
+    assert_matches_ffprobe("clip.webm", &got);
+}
