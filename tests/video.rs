@@ -894,3 +894,49 @@ fn a_network_stream_plays_live_through_ffmpeg() {
     let got = frames(src.as_mut(), 1000);
     assert_matches_ffprobe("clip.webm", &got);
 }
+
+/// Open and play `path` to its end or first error; the error text if any.
+fn play_to_end(path: &Path) -> Option<String> {
+    let mut src = match VideoSource::open(path, unpaced()) {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    for _ in 0..200 {
+        match src.next_frame() {
+            Ok(Some(_)) => {}
+            Ok(None) => return None,
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+    panic!("{}: more frames than the clip has", path.display());
+}
+
+#[test]
+fn cut_or_damaged_files_give_errors_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["high_bframes.mp4", "truncated.mp4", "vfr.mp4", "clip.mov"] {
+        let bytes = std::fs::read(clip(name)).unwrap();
+        // Cut anywhere, headers included.
+        for k in 1..20 {
+            let cut = bytes.len() * k / 20;
+            let p = dir.path().join(format!("cut_{k}_{name}"));
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            if let Some(e) = play_to_end(&p) {
+                assert!(e.contains(&format!("cut_{k}_{name}")), "{e}");
+            }
+        }
+        // Bytes overwritten, in the header and in the frame data.
+        for k in 1..20 {
+            let mut b = bytes.clone();
+            let at = b.len() * k / 20;
+            for x in &mut b[at..(at + 16).min(bytes.len())] {
+                *x ^= 0x5A;
+            }
+            let p = dir.path().join(format!("bad_{k}_{name}"));
+            std::fs::write(&p, &b).unwrap();
+            if let Some(e) = play_to_end(&p) {
+                assert!(e.contains(&format!("bad_{k}_{name}")), "{e}");
+            }
+        }
+    }
+}
