@@ -97,6 +97,8 @@ impl Mp4Writer {
             .max_frame_rate(FrameRate::from_hz(30.0))
             .rate_control_mode(RateControlMode::Off)
             .skip_frames(false)
+            // One thread: the pipeline's stages already use the cores.
+            .num_threads(1)
             // A key frame every 2 s at 30 frames/s, so players can seek.
             .intra_frame_period(IntraFramePeriod::from_num_frames(60));
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
