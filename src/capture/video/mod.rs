@@ -1,7 +1,7 @@
 //! Video files and network streams as frame sources.
 //!
-//! H.264 in MP4/QuickTime is decoded in-process with nothing to install ([`mp4`](self) demuxing
-//! with the `mp4` crate, openh264 decoding). Every other codec or container (HEVC, VP8/VP9/AV1
+//! H.264 in MP4/QuickTime is decoded in-process with nothing to install (the `mp4` crate
+//! demuxing, openh264 decoding). Every other codec or container (HEVC, VP8/VP9/AV1
 //! in WebM/MKV, MPEG-4 Part 2 or Motion JPEG in AVI, H.264 outside MP4) and network streams
 //! (`rtsp://`, `http://`, `https://`) go through the `ffmpeg` program when it is installed;
 //! without it the error names the codec found and how to turn FFmpeg on.
