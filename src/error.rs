@@ -35,6 +35,10 @@ pub enum Error {
     #[error("camera: {0}")]
     Camera(String),
 
+    /// A video could not be opened, decoded or written; `what` is the file or stream URL.
+    #[error("{what}: {reason}")]
+    Video { what: String, reason: String },
+
     /// The window could not be opened or drawn.
     #[error("window: {0}")]
     Gui(String),
@@ -66,6 +70,13 @@ impl Error {
     pub(crate) fn weights(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Weights {
             path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn video(what: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::Video {
+            what: what.to_string(),
             reason: reason.into(),
         }
     }

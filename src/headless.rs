@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::annotate::VideoAnnotator;
 use crate::capture::SourceSpec;
 use crate::error::{Error, Result};
+use crate::outfile::OutputPolicy;
 use crate::session::{Event, Session};
 
 /// When to stop and where to write.
@@ -25,6 +27,8 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Draw a progress bar on stderr (a terminal, and no `--json`).
     pub progress: bool,
+    /// Write the video with each face's box, id, top class and bars drawn on it here.
+    pub annotate: Option<PathBuf>,
 }
 
 /// Which signal asked the run to stop.
@@ -117,6 +121,10 @@ pub struct RunSummary {
     pub csv_rows: u64,
     /// CSV rows lost because the disk could not keep up (0 in a healthy run).
     pub csv_rows_lost: u64,
+    /// The annotated video, if one was asked for.
+    pub annotated: Option<PathBuf>,
+    /// Frames in the annotated video.
+    pub annotated_frames: u64,
     /// Time taken to stop and join the threads.
     pub shutdown_ms: f64,
     /// The signal that stopped the run early, if one did.
@@ -158,6 +166,14 @@ impl fmt::Display for RunSummary {
                 )?;
             }
             writeln!(f)?;
+        }
+        if let Some(p) = &self.annotated {
+            writeln!(
+                f,
+                "video:    {} annotated frames in {}",
+                self.annotated_frames,
+                p.display()
+            )?;
         }
         if let Some(s) = self.stopped_by {
             let name = match s {
@@ -231,6 +247,19 @@ pub fn run(session: &mut Session, opts: &RunOptions, signals: &StopSignals) -> R
     if let Some(csv) = &opts.csv {
         session.start_recording(csv, opts.overwrite)?;
     }
+    let annotator = match &opts.annotate {
+        Some(path) => {
+            let mut policy = OutputPolicy::new().with_overwrite(opts.overwrite);
+            if let SourceSpec::Path(p) = session.source() {
+                policy = policy.with_input(p);
+            }
+            if let Some(csv) = &opts.csv {
+                policy = policy.with_input(csv);
+            }
+            Some(VideoAnnotator::start(path, &policy)?)
+        }
+        None => None,
+    };
     let info = session.source_info().cloned();
     let bar = progress_bar(info.as_ref().and_then(|i| i.frame_count), opts.progress);
     let started = Instant::now();
@@ -264,6 +293,16 @@ pub fn run(session: &mut Session, opts: &RunOptions, signals: &StopSignals) -> R
                 if s.frame.source_ms.is_some() {
                     last_ms = s.frame.source_ms;
                 }
+                if let Some(a) = &annotator {
+                    let t = s.frame.source_ms.unwrap_or_else(|| {
+                        s.frame.captured.duration_since(started).as_secs_f64() * 1e3
+                    });
+                    if !a.push(s.frame.rgb.clone(), t, &p.faces) {
+                        // The writer stopped; finish() below says why.
+                        session.stop_source();
+                        finishing = true;
+                    }
+                }
                 bar.inc(1);
             }
             Some(Event::SourceEnded) => finishing = true,
@@ -289,7 +328,7 @@ pub fn run(session: &mut Session, opts: &RunOptions, signals: &StopSignals) -> R
         }
     }
     bar.finish_and_clear();
-    let source = session.source_label().to_string();
+    let source = session.source_description().to_string();
     let model = session.model().name.clone();
     let dropped = session.stats().dropped();
     let (record, shutdown) = session.shutdown_timed();
@@ -300,6 +339,14 @@ pub fn run(session: &mut Session, opts: &RunOptions, signals: &StopSignals) -> R
             (0, 0)
         }
         None => (0, 0),
+    };
+    let annotated_frames = match annotator.map(VideoAnnotator::finish) {
+        Some(Ok(Some(w))) => w.frames,
+        Some(Ok(None)) | None => 0,
+        Some(Err(e)) => {
+            error.get_or_insert(e.to_string());
+            0
+        }
     };
     let elapsed = last.duration_since(started).as_secs_f64();
     Ok(RunSummary {
@@ -323,6 +370,8 @@ pub fn run(session: &mut Session, opts: &RunOptions, signals: &StopSignals) -> R
         csv: opts.csv.clone(),
         csv_rows,
         csv_rows_lost,
+        annotated: opts.annotate.clone(),
+        annotated_frames,
         shutdown_ms: shutdown.as_secs_f64() * 1e3,
         stopped_by,
         error,

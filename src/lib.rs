@@ -4,10 +4,12 @@
 //! grayscaled and resized ([`imaging`]), and classified by a candle CNN ([`model`]) into softmax
 //! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
 //! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
-//! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
-//! Every file written goes through [`outfile`], which refuses to destroy inputs, devices and
-//! existing files; text from files is shown through [`text::printable`].
+//! [`video_out`] writes H.264 MP4 files, and [`gui`] is the desktop window. [`eval`] measures a
+//! classifier on a labelled [`dataset`]. Every file written goes through [`outfile`], which
+//! refuses to destroy inputs, devices and existing files; text from files is shown through
+//! [`text::printable`].
 
+pub mod annotate;
 pub mod capture;
 pub mod dataset;
 pub mod detect;
@@ -30,6 +32,7 @@ pub mod session;
 pub mod text;
 pub mod track;
 pub mod train;
+pub mod video_out;
 
 pub use detect::{DetectorConfig, FaceDetector};
 pub use emotion::{Classes, Emotion, FaceResult, Scores};

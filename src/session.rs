@@ -89,7 +89,7 @@ pub struct Session {
     /// Why the source or pipeline is not running, if it is not.
     source_error: Option<String>,
     source_ended: bool,
-    /// The source's description, for the `source` column of recordings.
+    /// The source as given (a path, `camera:0`, `demo`), for the `source` column of recordings.
     source_label: Arc<str>,
     /// Time of the last frame in its source, for a seek bar.
     position_ms: Option<f64>,
@@ -187,7 +187,7 @@ impl Session {
         self.model.name = classifier.name().to_string();
         self.model.classes = classifier.classes().clone();
         let source = capture::open(&self.config.source, self.config.source_options)?;
-        self.source_label = source.describe().into();
+        self.source_label = self.config.source.to_string().into();
         let p = Pipeline::start(source, classifier, self.config.pipeline, self.waker.clone())?;
         self.pipeline = Some(p);
         Ok(())
@@ -483,9 +483,16 @@ impl Session {
         &self.config.source
     }
 
-    /// The source's own description (as in the recording's `source` column).
+    /// The source as given (a path, `camera:0`, `demo`), as in the recording's `source` column.
     pub fn source_label(&self) -> &str {
         &self.source_label
+    }
+
+    /// What the running source says it is, e.g. `clip.mp4 (h264 640x360, 48 frames, openh264)`;
+    /// the source as given when none runs.
+    pub fn source_description(&self) -> &str {
+        self.source_info()
+            .map_or(&*self.source_label, |i| i.description.as_str())
     }
 
     /// The running model.

@@ -252,3 +252,177 @@ fn an_empty_source_is_refused_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the source is empty"), "{err}");
 }
+
+fn video_fixture(name: &str) -> std::path::PathBuf {
+    common::fixture(&format!("video/{name}"))
+}
+
+/// ffprobe's presentation times of a fixture clip, recorded in expected.json when it was made.
+fn expected_pts(name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(video_fixture("expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[name]["pts_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_frame_of_a_video_reaches_the_csv_at_its_container_time() {
+    let dir = tempfile::tempdir().unwrap();
+    for clip in ["high_bframes.mp4"] {
+        let csv = dir.path().join(format!("{clip}.csv"));
+        let out = emocam()
+            .args(["run", "--json", "--fps", "0", "--source"])
+            .arg(video_fixture(clip))
+            .arg("--csv")
+            .arg(&csv)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let pts = expected_pts(clip);
+        assert_eq!(summary["frames"], pts.len(), "{summary}");
+        assert_eq!(summary["dropped"], 0);
+        let (header, rows) = common::read_csv(&csv);
+        let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+        // One face per frame in these clips: one row per frame, in order, at ffprobe's times.
+        let mut seen = std::collections::BTreeMap::new();
+        for r in &rows {
+            let frame: usize = r[col("frame")].parse().unwrap();
+            let ms: f64 = r[col("source_ms")].parse().unwrap();
+            seen.insert(frame, ms);
+            assert_eq!(r[col("source")], video_fixture(clip).display().to_string());
+        }
+        assert!(
+            seen.len() * 10 >= pts.len() * 9,
+            "{clip}: faces in {} of {} frames",
+            seen.len(),
+            pts.len()
+        );
+        for (frame, ms) in seen {
+            assert!(
+                (ms - pts[frame]).abs() < 0.1,
+                "{clip} frame {frame}: {ms} vs {}",
+                pts[frame]
+            );
+        }
+    }
+}
+
+#[test]
+fn annotate_writes_a_video_of_every_frame_at_the_same_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("seen.mp4");
+    let out = emocam()
+        .args(["run", "--json", "--source"])
+        .arg(video_fixture("high_bframes.mp4"))
+        .arg("--annotate")
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["annotated_frames"], 48);
+    // Decoded back through the same built-in path: same count, size and times.
+    let mut src = emocam::capture::open(
+        &emocam::capture::SourceSpec::Path(mp4.clone()),
+        emocam::capture::SourceOptions::at_fps(0.0),
+    )
+    .unwrap();
+    let pts = expected_pts("high_bframes.mp4");
+    let mut n = 0;
+    while let Some(f) = src.next_frame().unwrap() {
+        assert_eq!(f.rgb.dimensions(), (640, 360));
+        let ms = f.source_ms.unwrap();
+        assert!((ms - pts[n]).abs() < 1.0, "frame {n}: {ms} vs {}", pts[n]);
+        n += 1;
+    }
+    assert_eq!(n, 48);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&mp4).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an annotated video shows people: owner only");
+    // A second run does not replace it without --overwrite.
+    let again = emocam()
+        .args(["run", "--source"])
+        .arg(video_fixture("high_bframes.mp4"))
+        .arg("--annotate")
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+}
+
+#[test]
+fn a_truncated_video_keeps_the_rows_before_the_damage_and_fails_naming_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cut.csv");
+    let out = emocam()
+        .args(["run", "--json", "--fps", "0", "--source"])
+        .arg(video_fixture("truncated.mp4"))
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("truncated.mp4") && err.contains("frame"),
+        "{err}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["error"].is_string());
+    let (_, rows) = common::read_csv(&csv);
+    assert!(
+        rows.len() >= 20,
+        "the frames before the damage are kept: {}",
+        rows.len()
+    );
+    assert_eq!(rows.len() as u64, summary["csv_rows"].as_u64().unwrap());
+}
+
+#[test]
+fn a_variable_frame_rate_video_keeps_its_times_through_the_pipeline() {
+    // vfr.mp4's face is too small for the live detector, so its times are checked on the
+    // processed frames themselves rather than on CSV rows.
+    use emocam::session::{Event, Session, SessionConfig};
+    let config = SessionConfig {
+        source: emocam::capture::SourceSpec::Path(video_fixture("vfr.mp4")),
+        source_options: emocam::capture::SourceOptions::at_fps(0.0),
+        ..SessionConfig::default()
+    };
+    let clf = emocam::Classifier::builtin().unwrap();
+    let mut s = Session::start(config, clf, std::sync::Arc::new(|| {})).unwrap();
+    let mut times = Vec::new();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < 60 {
+        match s.wait(std::time::Duration::from_millis(200)) {
+            Some(Event::Frame(p)) => times.push(p.scored.frame.source_ms.unwrap()),
+            Some(Event::Failed(e)) => panic!("{e}"),
+            None if s.drained() => break,
+            _ => {}
+        }
+    }
+    let pts = expected_pts("vfr.mp4");
+    assert_eq!(times.len(), pts.len());
+    for (i, (a, b)) in times.iter().zip(&pts).enumerate() {
+        assert!((a - b).abs() < 0.1, "frame {i}: {a} vs {b}");
+    }
+    let gaps: Vec<f64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().cloned().fold(0.0, f64::max)
+            > 1.5 * gaps.iter().cloned().fold(f64::MAX, f64::min),
+        "the fixture really has a variable frame rate"
+    );
+}

@@ -1,5 +1,6 @@
 //! Where frames come from: a camera (the only nokhwa user is [`camera`]), a folder of images or
-//! an animated GIF ([`files`]), or the built-in animated [`demo`]. All sit behind [`FrameSource`].
+//! an animated GIF ([`files`]), a video file or network stream ([`video`], the only user of
+//! video decoders), or the built-in animated [`demo`]. All sit behind [`FrameSource`].
 
 #[cfg(feature = "camera")]
 pub mod camera;
@@ -8,6 +9,7 @@ pub mod camera;
 pub mod camera;
 pub mod demo;
 pub mod files;
+pub mod video;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -93,8 +95,10 @@ pub enum SourceSpec {
     Camera(u32),
     /// The built-in demo (`demo`), or one of its scenes (`demo:astronaut`).
     Demo(Option<String>),
-    /// A folder of images or an animated GIF.
+    /// A folder of images, an image, an animated GIF or a video file.
     Path(PathBuf),
+    /// A network stream (`rtsp://`, `rtsps://`, `http://`, `https://`), read through FFmpeg.
+    Url(String),
 }
 
 impl FromStr for SourceSpec {
@@ -122,6 +126,9 @@ impl FromStr for SourceSpec {
                 .map(SourceSpec::Camera)
                 .map_err(|_| format!("camera index {i:?} is not a number (e.g. camera:0)"));
         }
+        if video::is_stream_url(s) {
+            return Ok(SourceSpec::Url(s.to_string()));
+        }
         Ok(SourceSpec::Path(PathBuf::from(s)))
     }
 }
@@ -133,6 +140,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Demo(None) => write!(f, "demo"),
             SourceSpec::Demo(Some(s)) => write!(f, "demo:{s}"),
             SourceSpec::Path(p) => write!(f, "{}", p.display()),
+            SourceSpec::Url(u) => write!(f, "{u}"),
         }
     }
 }
@@ -182,9 +190,6 @@ impl SourceOptions {
     }
 }
 
-/// File name extensions of videos (matched case-insensitively).
-pub const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg"];
-
 /// File name extensions of still images.
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
@@ -192,11 +197,6 @@ fn has_extension(path: &Path, list: &[&str]) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| list.contains(&e.as_str()))
-}
-
-/// True for a path whose name says it is a video.
-pub fn is_video_file(path: &Path) -> bool {
-    has_extension(path, &VIDEO_EXTENSIONS)
 }
 
 /// True for still pictures: one image file, or a folder of them. Faces in stills are searched
@@ -213,7 +213,7 @@ fn folder_videos(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_video_file(p))
+                .filter(|p| p.is_file() && video::is_video_path(p))
                 .collect()
         })
         .unwrap_or_default();
@@ -253,6 +253,10 @@ pub fn open(spec: &SourceSpec, opts: SourceOptions) -> Result<Box<dyn FrameSourc
     Ok(match spec {
         SourceSpec::Camera(i) => Box::new(camera::CameraSource::open(*i)?),
         SourceSpec::Demo(scene) => Box::new(demo::DemoSource::new(scene.as_deref(), opts)?),
+        SourceSpec::Path(p) if video::is_video_path(p) => {
+            Box::new(video::VideoSource::open(p, opts)?)
+        }
         SourceSpec::Path(p) => Box::new(files::FileSource::open(p, opts)?),
+        SourceSpec::Url(u) => Box::new(video::VideoSource::open_url(u, opts)?),
     })
 }

@@ -30,7 +30,11 @@ pub struct RunArgs {
     /// Write one CSV per source into this folder, named after the source (batches).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
-    /// Replace existing CSV files instead of refusing to.
+    /// Also write the video with each face's box, id, top emotion and bars drawn on it, as
+    /// H.264 MP4 (one source; every frame: implies --fps 0 unless --fps is given).
+    #[arg(long, value_name = "OUT.mp4")]
+    annotate: Option<PathBuf>,
+    /// Replace existing output files instead of refusing to.
     #[arg(long)]
     overwrite: bool,
     /// Stop after this many processed frames (of each source).
@@ -57,6 +61,12 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     } else {
         capture::expand_batch(&a.sources)?
     };
+    if specs.len() > 1 && a.annotate.is_some() {
+        anyhow::bail!(
+            "--annotate names one video but {} sources were given; annotate one at a time",
+            specs.len()
+        );
+    }
     if specs.len() > 1 && a.csv.is_some() {
         anyhow::bail!(
             "--csv names one file but {} sources were given; use --out-dir DIR for one CSV per source",
@@ -83,9 +93,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             None if still => DetectorConfig::thorough(),
             None => DetectorConfig::live(),
         };
+        let mut source_options = a.pace.options();
+        if a.annotate.is_some() && source_options.fps.is_none() {
+            // An annotated video has every frame of its source.
+            source_options.fps = Some(0.0);
+        }
         let config = SessionConfig {
             source: spec.clone(),
-            source_options: a.pace.options(),
+            source_options,
             weights: a.weights.weights.clone(),
             pipeline: PipelineConfig {
                 detector,
@@ -107,6 +122,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             csv,
             overwrite: a.overwrite,
             progress,
+            annotate: a.annotate.clone(),
         };
         let summary = match headless::run(&mut session, &opts, &signals) {
             Ok(s) => s,

@@ -62,7 +62,7 @@ pub fn status_bar(app: &mut EmocamApp, ui: &mut Ui) {
     ui.horizontal_wrapped(|ui| {
         ui.label(format!(
             "source: {}",
-            crate::text::printable(app.session.source_label())
+            crate::text::printable(app.session.source_description())
         ));
         ui.separator();
         ui.label(format!(
