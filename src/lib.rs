@@ -4,7 +4,8 @@
 //! grayscaled and resized ([`imaging`]), and classified by a candle CNN ([`model`]) into softmax
 //! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
 //! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
-//! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
+//! [`report`] turns recordings into HTML and PNG reports, and [`gui`] is the desktop window.
+//! [`eval`] measures a classifier on a labelled [`dataset`].
 
 pub mod capture;
 pub mod dataset;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod pipeline;
 pub mod recognize;
 pub mod record;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod track;
