@@ -120,6 +120,20 @@ enum Command {
         #[arg(required = true, num_args = 2..)]
         members: Vec<PathBuf>,
     },
+    /// Make a self-contained HTML report (and a PNG summary) of a recording's CSV.
+    Report {
+        /// The recording (CSV from the app's Record button or `emocam run --csv`).
+        recording: PathBuf,
+        /// Where the HTML goes [default: the recording's path with .html].
+        #[arg(short, long, value_name = "REPORT.html")]
+        out: Option<PathBuf>,
+        /// Also draw the summary as one PNG picture (1280x720) for slides and chat.
+        #[arg(long, value_name = "SUMMARY.png")]
+        png: Option<PathBuf>,
+        /// Replace outputs that exist.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval {
         /// A folder of <class>/<images> or a FER2013 CSV (emotion,pixels[,Usage]).
@@ -305,6 +319,17 @@ fn main() -> ExitCode {
             json,
         }) => run_headless(&source, weights.as_deref(), csv, max_frames, json),
         Some(Command::Train(args)) => run_train(*args),
+        Some(Command::Report {
+            recording,
+            out,
+            png,
+            overwrite,
+        }) => run_report(emocam::report::ReportRequest {
+            recording,
+            html: out,
+            png,
+            overwrite,
+        }),
         Some(Command::Ensemble {
             out,
             name,
@@ -527,6 +552,24 @@ fn run_headless(
         if let Some(p) = &summary.csv {
             println!("csv:      {} rows in {}", summary.csv_rows, p.display());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_report(req: emocam::report::ReportRequest) -> Result<ExitCode> {
+    let w = emocam::report::write_report(&req)?;
+    for note in &w.notes {
+        eprintln!("emocam: note: {note}");
+    }
+    println!(
+        "wrote {} ({} faces, {} rows, {} KB)",
+        w.html.display(),
+        w.faces,
+        w.rows,
+        w.html_bytes.div_ceil(1024)
+    );
+    if let Some(p) = &w.png {
+        println!("wrote {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
 }
