@@ -6,6 +6,7 @@
 pub mod app;
 pub mod bars;
 pub mod chart;
+pub mod summary;
 pub mod video;
 
 pub use app::{AppOptions, EmocamApp};
