@@ -562,9 +562,10 @@ fn run_report(req: emocam::report::ReportRequest) -> Result<ExitCode> {
         eprintln!("emocam: note: {note}");
     }
     println!(
-        "wrote {} ({} faces, {} rows, {} KB)",
+        "wrote {} ({} face{}, {} rows, {} KB)",
         w.html.display(),
         w.faces,
+        if w.faces == 1 { "" } else { "s" },
         w.rows,
         w.html_bytes.div_ceil(1024)
     );

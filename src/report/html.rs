@@ -24,6 +24,8 @@ a{color:inherit}
 .kicker{color:var(--muted);text-transform:uppercase;letter-spacing:.09em;font-size:.78rem;margin:0}
 .facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:10px 20px;margin:0 0 .8rem;padding:14px 18px;background:var(--soft);border:1px solid var(--line);border-radius:10px}
 .facts div{min-width:0}
+.facts .wide{grid-column:span 2}
+@media (max-width:520px){.facts .wide{grid-column:auto}}
 .facts dt{color:var(--muted);font-size:.74rem;text-transform:uppercase;letter-spacing:.06em}
 .facts dd{margin:0;font-weight:600;overflow-wrap:anywhere}
 .facts dd small{font-weight:400;color:var(--muted)}
@@ -137,7 +139,13 @@ fn names(out: &mut String, names: &[String], more: usize) {
 }
 
 fn fact(out: &mut String, label: &str, body: impl FnOnce(&mut String)) {
-    let _ = write!(out, "<div><dt>{label}</dt><dd>");
+    // Names (of a model, a video) are long; give them two columns where there is room.
+    let wide = if matches!(label, "Source" | "Model") {
+        " class=\"wide\""
+    } else {
+        ""
+    };
+    let _ = write!(out, "<div{wide}><dt>{label}</dt><dd>");
     body(out);
     out.push_str("</dd></div>");
 }

@@ -175,7 +175,7 @@ fn draw(s: &Summary, buf: &mut [u8]) -> Result<(), String> {
             font(22, MUTED),
         )?;
     } else {
-        let row_h = ((area_bottom - area_top) / shown.len() as i32).min(250);
+        let row_h = (area_bottom - area_top) / shown.len() as i32;
         for (i, f) in shown.iter().enumerate() {
             let top = area_top + i as i32 * row_h;
             let area = root.clone().shrink((20, top), (w - 40, row_h - 6));
