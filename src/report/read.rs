@@ -216,7 +216,12 @@ struct LineGuard<R> {
     inner: R,
     line: u64,
     line_bytes: usize,
+    /// Inside a quoted field (RFC 4180: a quote opens one only at the start of a field).
     quoted: bool,
+    /// The last byte ended a field or a line, so a quote here opens a quoted field.
+    field_start: bool,
+    /// The last byte closed a quoted field; a quote here is an escaped (doubled) quote.
+    just_closed: bool,
     overlong_at: Option<u64>,
     at_eof: bool,
     last_byte: Option<u8>,
@@ -229,6 +234,8 @@ impl<R: Read> LineGuard<R> {
             line: 1,
             line_bytes: 0,
             quoted: false,
+            field_start: true,
+            just_closed: false,
             overlong_at: None,
             at_eof: false,
             last_byte: None,
@@ -250,12 +257,23 @@ impl<R: Read> Read for LineGuard<R> {
             return Ok(0);
         }
         for &b in &buf[..n] {
-            match b {
-                b'"' => self.quoted = !self.quoted,
-                b'\n' => {
+            let (field_start, just_closed) = (self.field_start, self.just_closed);
+            self.field_start = false;
+            self.just_closed = false;
+            match (self.quoted, b) {
+                (true, b'"') => {
+                    self.quoted = false;
+                    self.just_closed = true;
+                }
+                // A quote elsewhere in an unquoted field is a plain character, as the csv
+                // crate reads it.
+                (false, b'"') if field_start || just_closed => self.quoted = true,
+                (false, b',') => self.field_start = true,
+                (quoted, b'\n') => {
                     self.line += 1;
-                    if !self.quoted {
+                    if !quoted {
                         self.line_bytes = 0;
+                        self.field_start = true;
                         continue;
                     }
                 }
@@ -803,6 +821,25 @@ mod tests {
         ));
         let e = r.unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("column a"), "{e}");
+    }
+
+    #[test]
+    fn quotes_count_as_rfc_4180_has_them() {
+        // A doubled quote inside a quoted field, and a stray quote inside an unquoted one, do
+        // not open a field that never ends: 80 KB of rows after them are not one long line.
+        let mut text = format!(
+            "{HEADER},model\n0,0,3,1,2,3,4,0.25,0.75,b,\"say \"\"hi\"\", ok\"\n0,0,3,1,2,3,4,0.25,0.75,b,5\"in\n"
+        );
+        for i in 0..2000 {
+            text += &format!("{i},{i},3,1,2,3,4,0.25,0.75,b,m\n");
+        }
+        let r = read(&text).unwrap();
+        assert_eq!(r.rows, 2002);
+        assert_eq!(r.models, ["say \"hi\", ok", "5\"in", "m"]);
+        let e = read(&(text + "1,1,3,1,2,3,4,9,0.75,b,m\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2004: column a"), "{e}");
     }
 
     #[test]
