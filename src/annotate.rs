@@ -13,7 +13,6 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_text_mut, text_size};
 use imageproc::rect::Rect;
 
-use crate::emotion::class_rgb;
 use crate::error::{Error, Result};
 use crate::outfile::{self, OutputPolicy};
 use crate::track::TrackedFace;
@@ -50,7 +49,7 @@ impl Annotator {
         let text_px = 13.0 * unit;
         for f in faces {
             let (top, p) = f.smoothed.top();
-            let [r, g, b] = class_rgb(top);
+            let [r, g, b] = f.smoothed.classes().color(f.smoothed.top_index());
             let colour = if f.detected {
                 Rgb([r, g, b])
             } else {
@@ -113,10 +112,10 @@ impl Annotator {
                 .of_size((total_w + 2 * gap) as u32, (strip_h + 2 * gap) as u32),
             Rgb([20, 20, 20]),
         );
-        for (i, (class, p)) in scores.iter().enumerate() {
+        for (i, (_, p)) in scores.iter().enumerate() {
             let bh = ((p.clamp(0.0, 1.0) * strip_h as f32).round() as i32).max(1);
             let x = f.bbox.x + i as i32 * (bar_w + gap);
-            let [r, g, b] = class_rgb(class);
+            let [r, g, b] = scores.classes().color(i);
             fill(
                 img,
                 Rect::at(x, y0 + strip_h - bh).of_size(bar_w as u32, bh as u32),
@@ -316,7 +315,7 @@ mod tests {
         let a = Annotator::new().unwrap();
         let mut img = RgbImage::from_pixel(640, 360, Rgb([90, 90, 90]));
         a.draw(&mut img, &[face(true)]);
-        let happy = Rgb(class_rgb("happy"));
+        let happy = Rgb(crate::palette::fixed_color("happy").unwrap());
         // The box's left edge, the label above the box, and the happy bar under it.
         assert_eq!(*img.get_pixel(100, 140), happy);
         assert_eq!(*img.get_pixel(101, 70), happy);
@@ -331,7 +330,7 @@ mod tests {
         let a = Annotator::new().unwrap();
         let mut img = RgbImage::from_pixel(640, 360, Rgb([90, 90, 90]));
         a.draw(&mut img, &[face(false)]);
-        let [r, g, b] = class_rgb("happy");
+        let [r, g, b] = crate::palette::fixed_color("happy").unwrap();
         let faint = Rgb([mix(r), mix(g), mix(b)]);
         let edge: Vec<bool> = (80..200).map(|y| *img.get_pixel(100, y) == faint).collect();
         assert!(

@@ -190,6 +190,14 @@ impl Classes {
         self.0.get(i).and_then(|n| Emotion::from_name(n))
     }
 
+    /// The colour of class `i` (see [`crate::palette`]).
+    pub fn color(&self, i: usize) -> crate::palette::Rgb {
+        crate::palette::class_colors(&self.0)
+            .get(i)
+            .copied()
+            .unwrap_or([128, 128, 128])
+    }
+
     /// True for exactly the seven FER classes.
     pub fn is_fer(&self) -> bool {
         self.len() == Emotion::COUNT && (0..self.len()).all(|i| self.emotion(i).is_some())
@@ -201,36 +209,6 @@ impl Classes {
 pub struct FaceResult {
     pub bbox: FaceBox,
     pub scores: Scores,
-}
-
-/// The colour of a class, shared by the window's bars, boxes and chart, annotated videos and
-/// reports: fixed for the FER classes and `contempt`, and for any other name one of a palette
-/// chosen by a hash of the name, so the same class has the same colour everywhere.
-pub fn class_rgb(name: &str) -> [u8; 3] {
-    match Emotion::from_name(name) {
-        Some(Emotion::Angry) => [220, 60, 50],
-        Some(Emotion::Disgust) => [120, 160, 40],
-        Some(Emotion::Fear) => [150, 90, 200],
-        Some(Emotion::Happy) => [250, 190, 40],
-        Some(Emotion::Sad) => [60, 120, 220],
-        Some(Emotion::Surprise) => [240, 120, 200],
-        Some(Emotion::Neutral) => [150, 150, 150],
-        None if name.eq_ignore_ascii_case("contempt") => [40, 170, 160],
-        None => {
-            const PALETTE: [[u8; 3]; 6] = [
-                [230, 140, 30],
-                [90, 180, 90],
-                [180, 80, 120],
-                [70, 160, 200],
-                [200, 170, 90],
-                [120, 100, 210],
-            ];
-            let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            PALETTE[(h % PALETTE.len() as u64) as usize]
-        }
-    }
 }
 
 /// Probabilities over a model's [`Classes`], in their order; they sum to 1.

@@ -27,6 +27,15 @@ pub enum Error {
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: String, reason: String },
 
+    /// A file is not a recording `emocam report` can read; `line` (1-based) is where, when the
+    /// fault is in one line rather than in the whole file.
+    #[error("{}: {}{reason}", path.display(), line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Recording {
+        path: PathBuf,
+        line: Option<u64>,
+        reason: String,
+    },
+
     /// The face detector model could not be loaded.
     #[error("face detector model: {0}")]
     Detector(String),

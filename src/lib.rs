@@ -4,10 +4,10 @@
 //! grayscaled and resized ([`imaging`]), and classified by a candle CNN ([`model`]) into softmax
 //! scores over the seven FER2013 emotions ([`emotion`]). The [`pipeline`] runs these stages on
 //! their own threads; [`track`] keeps face ids stable and smooths scores, [`record`] writes CSV,
-//! [`video_out`] writes H.264 MP4 files, and [`gui`] is the desktop window. [`eval`] measures a
-//! classifier on a labelled [`dataset`]. Every file written goes through [`outfile`], which
-//! refuses to destroy inputs, devices and existing files; text from files is shown through
-//! [`text::printable`].
+//! [`video_out`] writes H.264 MP4 files, [`report`] turns recordings into HTML and PNG reports,
+//! and [`gui`] is the desktop window. [`eval`] measures a classifier on a labelled [`dataset`].
+//! Every file written goes through [`outfile`], which refuses to destroy inputs, devices and
+//! existing files; text from files is shown through [`text::printable`].
 
 pub mod annotate;
 pub mod capture;
@@ -23,9 +23,11 @@ pub mod imaging;
 pub mod model;
 pub mod outfile;
 pub mod output;
+pub mod palette;
 pub mod pipeline;
 pub mod recognize;
 pub mod record;
+pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod session;

@@ -58,6 +58,8 @@ enum Command {
     },
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval(cli::eval::EvalArgs),
+    /// Make a self-contained HTML report (and a PNG summary) of a recording's CSV.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Predict(a)) => cli::predict::run(a),
         Some(Command::Eval(a)) => cli::eval::run(a),
+        Some(Command::Report(a)) => cli::report::run(a),
         Some(Command::Run(a)) => cli::run::run(*a),
         Some(Command::Train(a)) => cli::train::run(*a),
         Some(Command::Ensemble {

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod eval;
 pub mod predict;
+pub mod report;
 pub mod run;
 pub mod train;
 

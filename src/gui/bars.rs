@@ -2,12 +2,18 @@
 
 use egui::{Color32, ProgressBar, RichText, Ui};
 
-use crate::emotion::{Scores, class_rgb};
+use crate::emotion::{Classes, Emotion, Scores};
 
-/// A colour per class, shared by the bars, the boxes and the chart (see [`class_rgb`]).
-pub fn color(class: &str) -> Color32 {
-    let [r, g, b] = class_rgb(class);
+/// The colour of class `i` of a model's classes, shared by the bars, the boxes and the chart
+/// (see [`crate::palette`]).
+pub fn class_color(classes: &Classes, i: usize) -> Color32 {
+    let [r, g, b] = classes.color(i);
     Color32::from_rgb(r, g, b)
+}
+
+/// The colour of a FER class.
+pub fn color(e: Emotion) -> Color32 {
+    class_color(&Classes::fer(), e.index())
 }
 
 /// The text on a bar, e.g. `83.0%`.
@@ -22,13 +28,13 @@ pub fn emotion_bars(ui: &mut Ui, scores: &Scores) {
         .num_columns(2)
         .spacing([8.0, 4.0])
         .show(ui, |ui| {
-            for (e, p) in scores.iter() {
+            for (i, (e, p)) in scores.iter().enumerate() {
                 let name = RichText::new(e);
                 ui.label(if e == top { name.strong() } else { name });
                 ui.add(
                     ProgressBar::new(p.clamp(0.0, 1.0))
                         .desired_width(180.0)
-                        .fill(color(e))
+                        .fill(class_color(scores.classes(), i))
                         .text(percent(p)),
                 );
                 ui.end_row();

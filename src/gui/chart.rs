@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use egui::Ui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
-use super::bars::color;
+use super::bars::class_color;
 use crate::emotion::Scores;
 
 /// Seconds of history shown.
@@ -75,7 +75,7 @@ impl History {
                         .iter()
                         .map(|(t, s)| [t - now, s.probs()[i] as f64])
                         .collect();
-                    plot.line(Line::new(name.as_str(), pts).color(color(name)));
+                    plot.line(Line::new(name.as_str(), pts).color(class_color(last.classes(), i)));
                 }
             });
     }

@@ -10,6 +10,7 @@ pub mod chart;
 pub mod dialogs;
 pub mod menus;
 pub mod panels;
+pub mod summary;
 pub mod video;
 
 pub use app::{AppOptions, EmocamApp};

@@ -191,7 +191,11 @@ pub fn side_panel(app: &mut EmocamApp, ui: &mut Ui) {
                     ui.horizontal(|ui| {
                         let (rect, _) =
                             ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
-                        ui.painter().rect_filled(rect, 2.0, bars::color(top));
+                        ui.painter().rect_filled(
+                            rect,
+                            2.0,
+                            bars::class_color(f.smoothed.classes(), f.smoothed.top_index()),
+                        );
                         if ui.selectable_label(chosen, text).clicked() {
                             picked = Some(f.id);
                         }

@@ -3,7 +3,7 @@
 
 use egui::{Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, TextureHandle, Ui, Vec2, pos2};
 
-use super::bars::{color, percent};
+use super::bars::{class_color, percent};
 use crate::track::TrackedFace;
 
 /// Draw the frame scaled to fit the space, then each face's box and label; returns the id of
@@ -40,7 +40,7 @@ pub fn show(
         .collect();
     for (f, (_, r)) in faces.iter().zip(&boxes) {
         let (top, p) = f.smoothed.top();
-        let mut c = color(top);
+        let mut c = class_color(f.smoothed.classes(), f.smoothed.top_index());
         let width = if chosen == Some(f.id) { 3.0 } else { 2.0 };
         if f.detected {
             painter.rect_stroke(*r, 2.0, Stroke::new(width, c), StrokeKind::Outside);
