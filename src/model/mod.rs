@@ -8,6 +8,7 @@ pub mod batch_norm;
 pub mod ensemble;
 pub mod mini_xception;
 pub mod mini_xception_train;
+pub mod onnx;
 pub mod ops;
 pub mod preprocess;
 pub mod vgg;
