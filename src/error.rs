@@ -17,6 +17,10 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Dataset { path: PathBuf, reason: String },
 
+    /// An output file cannot be written where asked (it is an input, a device, or exists).
+    #[error("{}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+
     /// A value given by the user is out of range or malformed.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: String, reason: String },

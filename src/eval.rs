@@ -9,15 +9,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::dataset::LabeledFaces;
-use crate::emotion::{Emotion, Scores};
+use crate::emotion::{Classes, Emotion, Scores};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
-use crate::recognize::csv_field;
+use crate::output::{create_private, per_image_header, per_image_row};
 
 /// Faces per forward pass during evaluation.
 pub const EVAL_BATCH: usize = 64;
 
-/// The result of an evaluation. Per-class figures are in FER order.
+/// The result of an evaluation. Per-class figures are in the order of the model's classes.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// Number of samples.
@@ -26,35 +26,49 @@ pub struct EvalReport {
     pub accuracy: f64,
     /// Whether each face was averaged with its mirror image.
     pub tta: bool,
-    /// `confusion[true][predicted]` counts, FER order.
-    pub confusion: [[usize; Emotion::COUNT]; Emotion::COUNT],
+    /// The model's classes, the rows and columns of `confusion`.
+    #[serde(skip)]
+    pub classes: Classes,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
 }
 
 impl EvalReport {
+    fn classes_len(&self) -> usize {
+        self.confusion.len()
+    }
+
     /// Recall of each class (`None` where the class has no samples).
-    pub fn recall(&self) -> [Option<f64>; Emotion::COUNT] {
-        std::array::from_fn(|t| {
-            let row: usize = self.confusion[t].iter().sum();
-            (row > 0).then(|| self.confusion[t][t] as f64 / row as f64)
-        })
+    pub fn recall(&self) -> Vec<Option<f64>> {
+        (0..self.classes_len())
+            .map(|t| {
+                let row: usize = self.confusion[t].iter().sum();
+                (row > 0).then(|| self.confusion[t][t] as f64 / row as f64)
+            })
+            .collect()
     }
 
     /// Precision of each class (`None` where the class was never predicted).
-    pub fn precision(&self) -> [Option<f64>; Emotion::COUNT] {
-        std::array::from_fn(|p| {
-            let col: usize = (0..Emotion::COUNT).map(|t| self.confusion[t][p]).sum();
-            (col > 0).then(|| self.confusion[p][p] as f64 / col as f64)
-        })
+    pub fn precision(&self) -> Vec<Option<f64>> {
+        (0..self.classes_len())
+            .map(|p| {
+                let col: usize = self.confusion.iter().map(|row| row[p]).sum();
+                (col > 0).then(|| self.confusion[p][p] as f64 / col as f64)
+            })
+            .collect()
     }
 
     /// F1 of each class (`None` where precision or recall is undefined).
-    pub fn f1(&self) -> [Option<f64>; Emotion::COUNT] {
+    pub fn f1(&self) -> Vec<Option<f64>> {
         let (p, r) = (self.precision(), self.recall());
-        std::array::from_fn(|i| match (p[i], r[i]) {
-            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
-            (Some(_), Some(_)) => Some(0.0),
-            _ => None,
-        })
+        p.into_iter()
+            .zip(r)
+            .map(|pr| match pr {
+                (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+                (Some(_), Some(_)) => Some(0.0),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Mean recall over the classes that have samples (balanced accuracy).
@@ -67,13 +81,14 @@ impl EvalReport {
         }
     }
 
-    /// The report as one JSON object: `n`, `accuracy`, `per_class_recall`, `per_class_precision`,
-    /// `per_class_f1` (objects keyed by class name, FER order), `confusion` (rows are true classes).
+    /// The report as one JSON object: `n`, `accuracy`, `classes`, `per_class_recall`,
+    /// `per_class_precision`, `per_class_f1` (objects keyed by class name, in the model's class
+    /// order), `confusion` (rows are true classes).
     pub fn to_json(&self) -> Value {
-        let per_class = |v: [Option<f64>; Emotion::COUNT]| {
+        let per_class = |v: Vec<Option<f64>>| {
             let mut m = Map::new();
-            for (e, x) in Emotion::ALL.iter().zip(v) {
-                m.insert(e.name().into(), x.map_or(Value::Null, |x| round4(x).into()));
+            for (name, x) in self.classes.names().iter().zip(v) {
+                m.insert(name.clone(), x.map_or(Value::Null, |x| round4(x).into()));
             }
             Value::Object(m)
         };
@@ -82,7 +97,7 @@ impl EvalReport {
             "accuracy": round4(self.accuracy),
             "balanced_accuracy": round4(self.mean_recall()),
             "tta": self.tta,
-            "classes": Emotion::ALL.map(|e| e.name()),
+            "classes": self.classes.names(),
             "per_class_recall": per_class(self.recall()),
             "per_class_precision": per_class(self.precision()),
             "per_class_f1": per_class(self.f1()),
@@ -109,12 +124,12 @@ impl fmt::Display for EvalReport {
         writeln!(f)?;
         writeln!(f, "class      recall  precision     F1   samples")?;
         let (p, r, f1) = (self.precision(), self.recall(), self.f1());
-        for (i, e) in Emotion::ALL.iter().enumerate() {
+        for (i, name) in self.classes.names().iter().enumerate() {
             let n: usize = self.confusion[i].iter().sum();
             writeln!(
                 f,
                 "{:<9} {}%    {}%  {}%  {:8}",
-                e.name(),
+                name,
                 pct(r[i]),
                 pct(p[i]),
                 pct(f1[i]),
@@ -123,13 +138,13 @@ impl fmt::Display for EvalReport {
         }
         writeln!(f)?;
         write!(f, "confusion (rows: true, columns: predicted)\n{:>9}", "")?;
-        for e in Emotion::ALL {
-            write!(f, " {:>8}", e.name())?;
+        for name in self.classes.names() {
+            write!(f, " {name:>8}")?;
         }
         writeln!(f)?;
-        for (i, e) in Emotion::ALL.iter().enumerate() {
-            write!(f, "{:<9}", e.name())?;
-            for c in self.confusion[i] {
+        for (i, name) in self.classes.names().iter().enumerate() {
+            write!(f, "{name:<9}")?;
+            for c in &self.confusion[i] {
                 write!(f, " {c:>8}")?;
             }
             writeln!(f)?;
@@ -151,11 +166,13 @@ pub fn evaluate_each(
     tta: bool,
     mut each: impl FnMut(usize, &Scores) -> Result<()>,
 ) -> Result<EvalReport> {
-    let mut confusion = [[0usize; Emotion::COUNT]; Emotion::COUNT];
+    let classes = clf.classes().clone();
+    let truth = label_indices(clf, data)?;
+    let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
     for (k, (imgs, labels)) in data
         .images
         .chunks(EVAL_BATCH)
-        .zip(data.labels.chunks(EVAL_BATCH))
+        .zip(truth.chunks(EVAL_BATCH))
         .enumerate()
     {
         let scores = if tta {
@@ -164,11 +181,11 @@ pub fn evaluate_each(
             clf.classify(imgs)?
         };
         for (i, (s, l)) in scores.iter().zip(labels).enumerate() {
-            confusion[l.index()][s.top().0.index()] += 1;
+            confusion[*l][s.top_index()] += 1;
             each(k * EVAL_BATCH + i, s)?;
         }
     }
-    let correct: usize = (0..Emotion::COUNT).map(|i| confusion[i][i]).sum();
+    let correct: usize = (0..classes.len()).map(|i| confusion[i][i]).sum();
     let n = data.len();
     Ok(EvalReport {
         n,
@@ -178,40 +195,59 @@ pub fn evaluate_each(
             correct as f64 / n as f64
         },
         tta,
+        classes,
         confusion,
     })
 }
 
+/// Each sample's true class as an index into the model's classes; a class of the data that
+/// the model lacks is refused by name, since its samples could never be right.
+fn label_indices(clf: &Classifier, data: &LabeledFaces) -> Result<Vec<usize>> {
+    let classes = clf.classes();
+    let mut missing: Vec<Emotion> = Vec::new();
+    let idx: Vec<usize> = data
+        .labels
+        .iter()
+        .map(|&e| {
+            classes.index_of_emotion(e).unwrap_or_else(|| {
+                if !missing.contains(&e) {
+                    missing.push(e);
+                }
+                0
+            })
+        })
+        .collect();
+    if let Some(e) = missing.first() {
+        return Err(Error::InvalidInput {
+            what: "evaluation data".into(),
+            reason: format!(
+                "it has samples of class {e:?} but model {} scores only {}; remove that class's \
+                 samples or use a model that has it",
+                clf.name(),
+                classes.names().join(", ")
+            ),
+        });
+    }
+    Ok(idx)
+}
+
 /// [`evaluate`], also writing one CSV row per sample to `path`: `source,true,predicted,correct`
-/// and the probability of each class (FER order), for finding the faces a model gets wrong.
-/// The file is replaced; an error writing it names it.
+/// and the probability of each of the model's classes, for finding the faces a model gets
+/// wrong. An existing file is kept unless `overwrite`; an error writing it names it.
 pub fn evaluate_to_csv(
     clf: &Classifier,
     data: &LabeledFaces,
     tta: bool,
     path: &Path,
+    overwrite: bool,
 ) -> Result<EvalReport> {
     let io = |e| Error::io(path, e);
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    let header = ["source", "true", "predicted", "correct"]
-        .into_iter()
-        .chain(Emotion::ALL.iter().map(|e| e.name()))
-        .collect::<Vec<_>>()
-        .join(",");
-    writeln!(out, "{header}").map_err(io)?;
+    let mut out = std::io::BufWriter::new(create_private(path, overwrite)?);
+    out.write_all(&per_image_header(clf.classes()))
+        .map_err(io)?;
     let report = evaluate_each(clf, data, tta, |i, s| {
-        let (truth, top) = (data.labels[i], s.top().0);
-        let probs: Vec<String> = s.0.iter().map(|p| format!("{p:.5}")).collect();
-        writeln!(
-            out,
-            "{},{},{},{},{}",
-            csv_field(&data.source(i)),
-            truth.name(),
-            top.name(),
-            u8::from(truth == top),
-            probs.join(",")
-        )
-        .map_err(io)
+        let row = per_image_row(&data.source(i), data.labels[i].name(), s.top().0, s.probs());
+        out.write_all(&row).map_err(io)
     })?;
     out.flush().map_err(io)?;
     Ok(report)

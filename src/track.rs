@@ -1,8 +1,8 @@
 //! Stable face ids across frames (by box overlap) and temporal smoothing of scores.
 
-use crate::emotion::{Emotion, Scores};
+use crate::emotion::FaceResult;
+use crate::emotion::Scores;
 use crate::imaging::FaceBox;
-use crate::recognize::FaceResult;
 
 /// Boxes overlapping at least this much (intersection over union) are the same face.
 pub const MATCH_IOU: f32 = 0.3;
@@ -16,6 +16,9 @@ pub struct TrackedFace {
     /// Stable id: the same person keeps it while their box keeps overlapping.
     pub id: u64,
     pub bbox: FaceBox,
+    /// True when the detector found the face in this frame; false when it was carried over
+    /// from earlier frames.
+    pub detected: bool,
     /// This frame's scores.
     pub raw: Scores,
     /// Exponential moving average of the scores.
@@ -73,11 +76,7 @@ impl Tracker {
             let ti = match matched {
                 Some(ti) => {
                     let t = &mut self.tracks[ti];
-                    let mut s = [0f32; Emotion::COUNT];
-                    for (i, v) in s.iter_mut().enumerate() {
-                        *v = k * t.smoothed.0[i] + (1.0 - k) * f.scores.0[i];
-                    }
-                    t.smoothed = Scores(s);
+                    t.smoothed = t.smoothed.blend(&f.scores, k);
                     t.bbox = f.bbox;
                     t.last_seen = frame;
                     ti
@@ -86,7 +85,7 @@ impl Tracker {
                     self.tracks.push(Track {
                         id: self.next_id,
                         bbox: f.bbox,
-                        smoothed: f.scores,
+                        smoothed: f.scores.clone(),
                         last_seen: frame,
                     });
                     self.next_id += 1;
@@ -97,8 +96,9 @@ impl Tracker {
             out.push(TrackedFace {
                 id: t.id,
                 bbox: f.bbox,
-                raw: f.scores,
-                smoothed: t.smoothed,
+                detected: true,
+                raw: f.scores.clone(),
+                smoothed: t.smoothed.clone(),
             });
         }
         self.tracks
@@ -110,6 +110,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emotion::Emotion;
 
     fn face(x: i32, happy: f32) -> FaceResult {
         let mut s = [0.0; 7];
@@ -123,7 +124,7 @@ mod tests {
                 h: 50,
                 score: 5.0,
             },
-            scores: Scores(s),
+            scores: Scores::fer(s),
         }
     }
 
@@ -143,9 +144,9 @@ mod tests {
         let mut t = Tracker::new();
         t.update(0, &[face(0, 1.0)], 0.5);
         let f = t.update(1, &[face(0, 0.0)], 0.5);
-        assert!((f[0].smoothed.get(Emotion::Happy) - 0.5).abs() < 1e-6);
-        assert_eq!(f[0].raw.get(Emotion::Happy), 0.0);
+        assert!((f[0].smoothed.of(Emotion::Happy) - 0.5).abs() < 1e-6);
+        assert_eq!(f[0].raw.of(Emotion::Happy), 0.0);
         let raw = t.update(2, &[face(0, 0.2)], 0.0);
-        assert!((raw[0].smoothed.get(Emotion::Happy) - 0.2).abs() < 1e-6);
+        assert!((raw[0].smoothed.of(Emotion::Happy) - 0.2).abs() < 1e-6);
     }
 }

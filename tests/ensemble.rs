@@ -66,8 +66,11 @@ fn faces() -> Vec<GrayImage> {
 fn assert_scores_close(got: &[Scores], faces: usize, want: impl Fn(usize, usize) -> f32) {
     assert_eq!(got.len(), faces);
     for (i, s) in got.iter().enumerate() {
-        for k in 0..Emotion::COUNT {
-            assert!((s.0[k] - want(i, k)).abs() < 1e-5, "face {i} class {k}");
+        for k in 0..s.probs().len() {
+            assert!(
+                (s.probs()[k] - want(i, k)).abs() < 1e-5,
+                "face {i} class {k}"
+            );
         }
     }
 }
@@ -94,7 +97,9 @@ fn an_ensemble_averages_its_members_at_their_own_input_sizes() {
         b.classify(&faces).unwrap(),
         ens.classify(&faces).unwrap(),
     );
-    assert_scores_close(&se, faces.len(), |i, k| (sa[i].0[k] + sb[i].0[k]) / 2.0);
+    assert_scores_close(&se, faces.len(), |i, k| {
+        (sa[i].probs()[k] + sb[i].probs()[k]) / 2.0
+    });
     // Flip TTA works on ensembles too.
     assert_eq!(ens.classify_tta(&faces).unwrap().len(), 3);
 }
@@ -123,10 +128,10 @@ fn a_flip_averaged_member_sees_each_face_and_its_mirror() {
         ens.classify(&faces).unwrap(),
     );
     assert_scores_close(&se, faces.len(), |i, k| {
-        ((sa[i].0[k] + sm[i].0[k]) / 2.0 + sb[i].0[k]) / 2.0
+        ((sa[i].probs()[k] + sm[i].probs()[k]) / 2.0 + sb[i].probs()[k]) / 2.0
     });
     // The faces are not mirror-symmetric, so flipping changed the first member's answer.
-    assert!((0..faces.len()).any(|i| (sa[i].0[0] - sm[i].0[0]).abs() > 1e-4));
+    assert!((0..faces.len()).any(|i| (sa[i].probs()[0] - sm[i].probs()[0]).abs() > 1e-4));
 
     let e = combine(&[shipped().as_path(), vgg.as_path()], &out, "x", &[2])
         .unwrap_err()
@@ -196,7 +201,9 @@ fn flip_tta_and_forward_match_mirroring_by_hand() {
         ens.classify(&mirrored).unwrap(),
         ens.classify_tta(&faces).unwrap(),
     );
-    assert_scores_close(&tta, faces.len(), |i, k| (s[i].0[k] + sm[i].0[k]) / 2.0);
+    assert_scores_close(&tta, faces.len(), |i, k| {
+        (s[i].probs()[k] + sm[i].probs()[k]) / 2.0
+    });
 
     // `forward` on a preprocessed batch honours a single model's flip_average, as classify does.
     let plain = Classifier::load(&shipped()).unwrap();
@@ -217,7 +224,7 @@ fn flip_tta_and_forward_match_mirroring_by_hand() {
     );
     for i in 0..faces.len() {
         for (k, e) in plain.spec().classes.iter().enumerate() {
-            let want = (c[i].get(*e) + cm[i].get(*e)) / 2.0;
+            let want = (c[i].of(*e) + cm[i].of(*e)) / 2.0;
             assert!((f[i][k] - want).abs() < 1e-5, "face {i} class {k}");
         }
     }

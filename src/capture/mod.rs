@@ -6,7 +6,7 @@ pub mod demo;
 pub mod files;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -97,6 +97,12 @@ impl FromStr for SourceSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(
+                "the source is empty; expected demo, camera:N, a video, a folder or an image"
+                    .into(),
+            );
+        }
         if s == "demo" {
             return Ok(SourceSpec::Demo(None));
         }
@@ -170,6 +176,64 @@ impl SourceOptions {
             _ => None,
         }
     }
+}
+
+/// File name extensions of videos (matched case-insensitively).
+pub const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg"];
+
+/// File name extensions of still images.
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+
+fn has_extension(path: &Path, list: &[&str]) -> bool {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| list.contains(&e.as_str()))
+}
+
+/// True for a path whose name says it is a video.
+pub fn is_video_file(path: &Path) -> bool {
+    has_extension(path, &VIDEO_EXTENSIONS)
+}
+
+/// True for still pictures: one image file, or a folder of them. Faces in stills are searched
+/// with the thorough detector settings; the live ones would miss small faces.
+pub fn is_still(spec: &SourceSpec) -> bool {
+    match spec {
+        SourceSpec::Path(p) if p.is_dir() => !folder_has_videos(p),
+        SourceSpec::Path(p) => has_extension(p, &IMAGE_EXTENSIONS),
+        _ => false,
+    }
+}
+
+fn folder_videos(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_video_file(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn folder_has_videos(dir: &Path) -> bool {
+    !folder_videos(dir).is_empty()
+}
+
+/// The sources of a batch: each given source, with a folder of videos replaced by its videos
+/// in name order (a folder of images stays one source, its frames). An empty path is refused.
+pub fn expand_batch(specs: &[SourceSpec]) -> Result<Vec<SourceSpec>> {
+    let mut out = Vec::new();
+    for s in specs {
+        match s {
+            SourceSpec::Path(p) if p.is_dir() && folder_has_videos(p) => {
+                out.extend(folder_videos(p).into_iter().map(SourceSpec::Path));
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    Ok(out)
 }
 
 /// Open a source.

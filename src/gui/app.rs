@@ -1,24 +1,27 @@
-//! The application state and its window: menus, video, bars, chart, status bar.
+//! The application: a [`Session`] and what the window adds to it (the texture, the chart, the
+//! messages, the dialogs). Drawing lives in [`super::menus`] and [`super::panels`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, bounded};
-use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText, TextureOptions, Ui};
+use egui::{Key, KeyboardShortcut, Modifiers, TextureOptions, Ui};
 
 use super::chart::History;
-use super::{bars, video};
+use super::dialogs::{Dialogs, Purpose};
+use super::{menus, panels, video};
 use crate::capture::{self, SourceOptions, SourceSpec, camera::CameraInfo};
-use crate::model::{BUILTIN_LABEL, Classifier};
-use crate::pipeline::{Notice, Pipeline, PipelineConfig, Scored, Stats, Waker};
-use crate::record::{self, Recorder, Row};
-use crate::track::{TrackedFace, Tracker};
+use crate::pipeline::{Scored, Stats, Waker};
+use crate::record;
+use crate::session::{Event, Session, SessionConfig};
+use crate::track::TrackedFace;
 
 /// Start/stop recording.
 pub const RECORD_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::R);
 /// Open a weights file.
 pub const OPEN_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+/// Play or pause a file source.
+pub const PLAY_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::NONE, Key::Space);
 
 /// Most entries kept in File > Recent weights.
 const MAX_RECENT: usize = 8;
@@ -56,11 +59,11 @@ impl Default for AppOptions {
 
 /// Frame-rate meter over one-second windows.
 #[derive(Default)]
-struct Rates {
+pub(super) struct Rates {
     last: Option<(Instant, Stats)>,
-    capture: f64,
-    detect: f64,
-    infer: f64,
+    pub capture: f64,
+    pub detect: f64,
+    pub infer: f64,
 }
 
 impl Rates {
@@ -82,42 +85,33 @@ impl Rates {
 /// Everything the window shows and controls.
 pub struct EmocamApp {
     ctx: egui::Context,
-    opts: AppOptions,
-    pipeline: Option<Pipeline>,
-    source: SourceSpec,
-    cameras: Vec<CameraInfo>,
+    pub(super) opts: AppOptions,
+    /// The pipeline, tracking and recording (shared with `emocam run`).
+    pub session: Session,
+    pub(super) cameras: Vec<CameraInfo>,
     /// Shown at the top, e.g. "no camera found".
     pub banner: Option<String>,
-    /// The source failed; offered a retry.
-    pub source_error: Option<String>,
-    /// Name of the running model.
-    pub model_name: String,
-    /// File of the running model (`None`: built-in).
-    pub weights_path: Option<PathBuf>,
     /// Why the last weights file was rejected.
     pub weights_error: Option<String>,
-    /// A file being validated by the inference thread.
-    pub weights_pending: Option<PathBuf>,
     /// Recently loaded weights, newest first (persisted).
     pub recent_weights: Vec<PathBuf>,
-    /// In-app path entry, used when no native file dialog answers.
-    path_dialog: Option<String>,
-    dialog_rx: Option<(Instant, Receiver<Option<PathBuf>>)>,
-    latest: Option<Scored>,
-    /// Faces of the latest frame, with stable ids and smoothed scores.
-    pub faces: Vec<TrackedFace>,
-    tracker: Tracker,
-    /// Weight of the past in the moving average (0 = raw scores).
-    pub smoothing: f32,
-    history: History,
-    texture: Option<egui::TextureHandle>,
-    recorder: Option<Recorder>,
     /// Last message about recording (saved file, or the error that stopped it).
     pub record_message: Option<String>,
-    rates: Rates,
+    /// Faces of the latest frame, with stable ids and smoothed scores.
+    pub faces: Vec<TrackedFace>,
+    /// The face the chart follows (clicked in the video); `None`: the one seen longest.
+    pub chart_face: Option<u64>,
+    pub(super) latest: Option<Scored>,
+    pub(super) history: History,
+    history_face: Option<u64>,
+    texture: Option<egui::TextureHandle>,
+    pub(super) rates: Rates,
     latencies_ms: Vec<f64>,
-    started: Instant,
+    pub(super) started: Instant,
+    pub(super) dialogs: Dialogs,
     screenshot_taken: bool,
+    /// The signal thread that closes the window on SIGTERM, ended when the app shuts down.
+    signals: Option<signal_hook::iterator::Handle>,
 }
 
 impl EmocamApp {
@@ -138,141 +132,166 @@ impl EmocamApp {
             None => {
                 banner = Some(
                     "No camera found: showing the built-in demo. Connect a camera and pick it in the \
-                     Camera menu, or start with --camera N or --source PATH."
+                     Camera menu, or open a video with File > Open video or images."
                         .to_string(),
                 );
                 SourceSpec::Demo(None)
             }
         };
-        let mut app = Self {
-            ctx: ctx.clone(),
-            pipeline: None,
+        let repaint = ctx.clone();
+        let waker: Waker = Arc::new(move || repaint.request_repaint());
+        let config = SessionConfig {
             source,
+            source_options: opts.source_options,
+            weights: opts.weights.clone(),
+            ..SessionConfig::default()
+        };
+        let (session, weights_error) = Session::start_lenient(config, waker);
+        Self {
+            ctx: ctx.clone(),
+            session,
             cameras,
             banner,
-            source_error: None,
-            model_name: String::new(),
-            weights_path: opts.weights.clone(),
-            weights_error: None,
-            weights_pending: None,
+            weights_error,
             recent_weights,
-            path_dialog: None,
-            dialog_rx: None,
-            latest: None,
-            faces: Vec::new(),
-            tracker: Tracker::new(),
-            smoothing: 0.6,
-            history: History::default(),
-            texture: None,
-            recorder: None,
             record_message: None,
+            faces: Vec::new(),
+            chart_face: None,
+            latest: None,
+            history: History::default(),
+            history_face: None,
+            texture: None,
             rates: Rates::default(),
             latencies_ms: Vec::new(),
             started: Instant::now(),
+            dialogs: Dialogs::default(),
             screenshot_taken: false,
+            signals: None,
             opts,
-        };
-        app.start_pipeline();
-        app
+        }
     }
 
-    /// (Re)start the pipeline on the current source and weights.
-    pub fn start_pipeline(&mut self) {
-        if let Some(p) = self.pipeline.take() {
-            p.shutdown();
-        }
-        // Frame numbers and face ids start again with a new pipeline: a recording ends here so
-        // that one file never mixes two numberings.
-        self.stop_recording();
-        // A swap the old pipeline did not answer is taken up by the new one (validated below).
-        if let Some(p) = self.weights_pending.take() {
-            self.weights_path = Some(p);
-        }
-        self.source_error = None;
-        self.tracker = Tracker::new();
+    /// Name of the running model.
+    pub fn model_name(&self) -> &str {
+        &self.session.model().name
+    }
+
+    /// File of the running model (`None`: built-in).
+    pub fn weights_path(&self) -> Option<&Path> {
+        self.session.model().path.as_deref()
+    }
+
+    /// A weights file being validated by the inference thread.
+    pub fn weights_pending(&self) -> Option<&Path> {
+        self.session.model().pending.as_deref()
+    }
+
+    /// Why the source is not delivering, if it is not.
+    pub fn source_error(&self) -> Option<&str> {
+        self.session.source_error()
+    }
+
+    fn reset_view(&mut self) {
+        self.faces.clear();
+        self.latest = None;
+        self.history = History::default();
+        self.history_face = None;
+        self.chart_face = None;
         self.rates = Rates::default();
         self.latencies_ms.clear();
-        let classifier = match Classifier::load_or_builtin(self.weights_path.as_deref()) {
-            Ok(c) => c,
-            Err(e) => {
-                self.weights_error = Some(format!("{e}; using the built-in model"));
-                self.weights_path = None;
-                match Classifier::builtin() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.source_error = Some(e.to_string());
-                        return;
-                    }
-                }
-            }
-        };
-        self.model_name = classifier.name().to_string();
-        let source = match capture::open(&self.source, self.opts.source_options) {
-            Ok(s) => s,
-            Err(e) => {
-                self.source_error = Some(e.to_string());
-                return;
-            }
-        };
-        let ctx = self.ctx.clone();
-        let waker: Waker = Arc::new(move || ctx.request_repaint());
-        match Pipeline::start(source, classifier, PipelineConfig::default(), waker) {
-            Ok(p) => self.pipeline = Some(p),
-            Err(e) => self.source_error = Some(e.to_string()),
+    }
+
+    /// The outcome of a restart: why the weights were not used, if they were not.
+    fn after_restart(&mut self, weights_error: Option<String>) {
+        if weights_error.is_some() {
+            self.weights_error = weights_error;
         }
+        self.reset_view();
+    }
+
+    /// Start again on the current source and weights.
+    pub fn restart(&mut self) {
+        let stopped = self.session.stop_recording();
+        self.note_recording(stopped);
+        let e = self.session.restart();
+        self.after_restart(e);
     }
 
     /// Switch to another source.
     pub fn set_source(&mut self, source: SourceSpec) {
-        self.source = source;
         self.banner = None;
-        self.start_pipeline();
+        let stopped = self.session.stop_recording();
+        self.note_recording(stopped);
+        let e = self.session.set_source(source);
+        self.after_restart(e);
+    }
+
+    /// Open a file as the source: a video, an animated GIF, an image or a folder.
+    pub fn open_source(&mut self, path: PathBuf) {
+        self.set_source(SourceSpec::Path(path));
+    }
+
+    /// Use the built-in model.
+    pub fn use_builtin_model(&mut self) {
+        self.weights_error = None;
+        let stopped = self.session.stop_recording();
+        self.note_recording(stopped);
+        let e = self.session.use_builtin_model();
+        self.after_restart(e);
     }
 
     /// Ask the inference thread to validate and load `path`; the running model stays until it answers.
     pub fn open_weights(&mut self, path: PathBuf) {
         self.weights_error = None;
-        // A running pipeline validates the file while frames keep flowing; one that has ended
-        // (a finished file source, a failed camera) cannot, so the app restarts with the file.
-        match &self.pipeline {
-            Some(p) if p.swap_weights(path.clone()) => self.weights_pending = Some(path),
-            _ => {
-                self.weights_pending = Some(path);
-                self.start_pipeline();
-            }
+        if let Some(e) = self.session.swap_weights(path) {
+            self.weights_error = Some(e);
+        }
+    }
+
+    /// A dropped or picked file: weights by their extension, anything else as a source.
+    pub fn open_file(&mut self, path: PathBuf) {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("safetensors" | "onnx") => self.open_weights(path),
+            _ => self.open_source(path),
         }
     }
 
     /// Start recording to a new timestamped file, or stop the recording in progress.
     pub fn toggle_recording(&mut self) {
-        if self.recorder.is_some() {
+        if self.session.is_recording() {
             self.stop_recording();
         } else {
             self.start_recording(record::timestamped_path(&self.opts.record_dir));
         }
     }
 
-    /// Start recording to `path`.
+    /// Start recording to `path` (never over an existing file).
     pub fn start_recording(&mut self, path: PathBuf) {
-        match Recorder::start(&path) {
-            Ok(r) => {
-                self.record_message = None;
-                self.recorder = Some(r);
-            }
-            Err(e) => self.record_message = Some(format!("cannot start recording: {e}")),
-        }
+        self.record_message = match self.session.start_recording(&path, false) {
+            Ok(()) => None,
+            Err(e) => Some(format!("cannot start recording: {e}")),
+        };
     }
 
     /// Stop recording and say where the rows went.
     pub fn stop_recording(&mut self) {
-        if let Some(r) = self.recorder.take() {
-            let path = r.path().display().to_string();
-            self.record_message = Some(match r.finish() {
+        let r = self.session.stop_recording();
+        self.note_recording(r);
+    }
+
+    fn note_recording(&mut self, r: Option<crate::error::Result<record::RecordSummary>>) {
+        if let Some(r) = r {
+            self.record_message = Some(match r {
                 Ok(s) if s.lost > 0 => format!(
-                    "saved {} rows to {path}; {} rows were lost because the disk fell behind",
-                    s.rows, s.lost
+                    "saved {} rows to {}; {} rows were lost because the disk fell behind",
+                    s.rows,
+                    s.path.display(),
+                    s.lost
                 ),
-                Ok(s) => format!("saved {} rows to {path}", s.rows),
+                Ok(s) => format!("saved {} rows to {}", s.rows, s.path.display()),
                 Err(e) => e.to_string(),
             });
         }
@@ -280,79 +299,73 @@ impl EmocamApp {
 
     /// True while a recording is running.
     pub fn is_recording(&self) -> bool {
-        self.recorder.is_some()
+        self.session.is_recording()
     }
 
     /// Rows written by the running recording.
     pub fn recorded_rows(&self) -> u64 {
-        self.recorder.as_ref().map_or(0, |r| r.rows())
+        self.session.recording().map_or(0, |(_, rows)| rows)
     }
 
     /// Stop the pipeline and finish any recording (window closing).
     pub fn shutdown(&mut self) {
-        self.stop_recording();
-        if let Some(p) = self.pipeline.take() {
-            p.shutdown();
+        let r = self.session.shutdown();
+        self.note_recording(r);
+        if let Some(h) = self.signals.take() {
+            h.close();
         }
+    }
+
+    /// Keep the handle of the signal thread that closes the window, to end it on shutdown.
+    pub fn close_on_signals(&mut self, handle: Option<signal_hook::iterator::Handle>) {
+        self.signals = handle;
     }
 
     /// Take what the pipeline produced since the last frame.
     pub fn poll(&mut self) {
-        let Some(p) = &self.pipeline else { return };
-        let notices: Vec<Notice> = p.notices().try_iter().collect();
-        let results: Vec<Scored> = p.results().try_iter().collect();
-        let stats = p.stats();
-        for n in notices {
-            match n {
-                Notice::ModelLoaded { name, source } => {
-                    self.model_name = name;
+        for e in self.session.poll() {
+            match e {
+                Event::Frame(p) => self.accept(p.scored, p.faces),
+                Event::ModelLoaded { source, .. } => {
                     self.weights_error = None;
-                    self.weights_pending = None;
                     self.recent_weights.retain(|r| r != &source);
-                    self.recent_weights.insert(0, source.clone());
+                    self.recent_weights.insert(0, source);
                     self.recent_weights.truncate(MAX_RECENT);
-                    self.weights_path = Some(source);
                 }
-                Notice::SwapFailed { error, .. } => {
-                    self.weights_pending = None;
-                    self.weights_error = Some(error);
+                Event::SwapFailed { error, .. } => self.weights_error = Some(error),
+                Event::RecordingStopped(r) => {
+                    self.record_message = Some(match r {
+                        Ok(s) => format!(
+                            "the model's classes changed: recording stopped, {} rows saved to {}; \
+                             start a new one for the new model",
+                            s.rows,
+                            s.path.display()
+                        ),
+                        Err(e) => e,
+                    })
                 }
-                Notice::SourceFailed(e) | Notice::StageFailed(e) => self.source_error = Some(e),
-                Notice::SourceEnded => {}
+                Event::SeekFailed(e) => self.record_message = Some(e),
+                Event::SourceEnded | Event::Failed(_) => {}
             }
         }
-        for s in results {
-            self.accept(s);
-        }
-        self.rates.update(Instant::now(), stats);
-        if let Some(r) = &self.recorder
-            && let Some(e) = r.error()
-        {
-            self.recorder = None;
-            self.record_message = Some(e);
-        }
+        self.rates.update(Instant::now(), self.session.stats());
     }
 
-    /// Take one processed frame: track faces, record rows, extend the chart.
-    pub fn accept(&mut self, s: Scored) {
-        self.faces = self.tracker.update(s.frame.index, &s.faces, self.smoothing);
-        // The chart follows the face seen longest (lowest id), not whichever is leftmost.
-        if let Some(f) = self.faces.iter().min_by_key(|f| f.id) {
-            self.history
-                .push(self.started.elapsed().as_secs_f64(), f.smoothed);
-        }
-        if let Some(r) = &self.recorder {
-            for f in &self.faces {
-                r.push(Row {
-                    timestamp: s.frame.captured_at,
-                    elapsed_ms: r.elapsed().as_secs_f64() * 1e3,
-                    frame: s.frame.index,
-                    face_id: f.id,
-                    bbox: f.bbox,
-                    scores: f.raw,
-                    model: s.model.clone(),
-                });
+    /// Take one processed frame: its faces, the chart, the texture.
+    fn accept(&mut self, s: Scored, faces: Vec<TrackedFace>) {
+        self.faces = faces;
+        // The chart follows the clicked face, else the face seen longest (lowest id).
+        let followed = self
+            .chart_face
+            .and_then(|id| self.faces.iter().find(|f| f.id == id))
+            .or_else(|| self.faces.iter().min_by_key(|f| f.id));
+        if let Some(f) = followed {
+            if self.history_face != Some(f.id) {
+                self.history = History::default();
+                self.history_face = Some(f.id);
             }
+            self.history
+                .push(self.started.elapsed().as_secs_f64(), f.smoothed.clone());
         }
         self.latencies_ms.push(s.latency().as_secs_f64() * 1e3);
         if self.latencies_ms.len() > 60 {
@@ -371,281 +384,25 @@ impl EmocamApp {
         self.latest = Some(s);
     }
 
-    fn median_latency_ms(&self) -> f64 {
+    pub(super) fn median_latency_ms(&self) -> f64 {
         let mut v = self.latencies_ms.clone();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     }
 
-    /// Open the native file dialog on a helper thread (it blocks); see [`Self::poll_dialog`].
-    fn pick_weights(&mut self) {
-        let (tx, rx) = bounded(1);
-        let start_dir = self
-            .weights_path
-            .as_ref()
+    /// Open the native dialog for weights, starting beside the running model's file.
+    pub(super) fn pick_weights(&mut self) {
+        let dir = self
+            .weights_path()
             .and_then(|p| p.parent().map(Path::to_path_buf));
-        let spawned = std::thread::Builder::new()
-            .name("emocam-file-dialog".into())
-            .spawn(move || {
-                let mut d =
-                    rfd::FileDialog::new().add_filter("safetensors weights", &["safetensors"]);
-                if let Some(dir) = start_dir {
-                    d = d.set_directory(dir);
-                }
-                let _ = tx.send(d.pick_file());
-            });
-        match spawned {
-            Ok(_) => self.dialog_rx = Some((Instant::now(), rx)),
-            Err(_) => self.path_dialog = Some(String::new()),
-        }
+        self.dialogs.pick(Purpose::Weights, dir.as_deref());
     }
 
-    /// A dialog that answers "nothing" at once never showed: rfd found no XDG portal and no
-    /// zenity. Fall back to the in-app path field then.
-    fn poll_dialog(&mut self) {
-        let Some((t0, rx)) = &self.dialog_rx else {
-            return;
-        };
-        if let Ok(answer) = rx.try_recv() {
-            let instant = t0.elapsed() < Duration::from_millis(700);
-            self.dialog_rx = None;
-            match answer {
-                Some(p) => self.open_weights(p),
-                None if instant => self.path_dialog = Some(String::new()),
-                None => {}
-            }
-        } else {
-            self.ctx.request_repaint_after(Duration::from_millis(100));
-        }
-    }
-
-    fn menus(&mut self, ui: &mut Ui) {
-        egui::MenuBar::new().ui(ui, |ui| {
-            ui.menu_button("File", |ui| {
-                if ui
-                    .add(
-                        egui::Button::new("Open weights...")
-                            .shortcut_text(ui.ctx().format_shortcut(&OPEN_SHORTCUT)),
-                    )
-                    .clicked()
-                {
-                    self.pick_weights();
-                }
-                if ui.button("Open weights by path...").clicked() {
-                    self.path_dialog = Some(String::new());
-                }
-                ui.menu_button("Recent weights", |ui| {
-                    if ui.button(BUILTIN_LABEL).clicked() {
-                        self.weights_path = None;
-                        self.start_pipeline();
-                    }
-                    for p in self.recent_weights.clone() {
-                        if ui.button(p.display().to_string()).clicked() {
-                            self.open_weights(p);
-                        }
-                    }
-                });
-                ui.separator();
-                let label = if self.is_recording() {
-                    "Stop recording"
-                } else {
-                    "Start recording"
-                };
-                if ui
-                    .add(
-                        egui::Button::new(label)
-                            .shortcut_text(ui.ctx().format_shortcut(&RECORD_SHORTCUT)),
-                    )
-                    .clicked()
-                {
-                    self.toggle_recording();
-                }
-                ui.separator();
-                if ui.button("Quit").clicked() {
-                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
-                }
-            });
-            ui.menu_button("Camera", |ui| {
-                if self.cameras.is_empty() {
-                    ui.label("No camera found");
-                }
-                for c in self.cameras.clone() {
-                    if ui.button(format!("{}: {}", c.index, c.name)).clicked() {
-                        self.set_source(SourceSpec::Camera(c.index));
-                    }
-                }
-                if ui.button("Refresh list").clicked() {
-                    self.cameras = capture::camera::list().unwrap_or_default();
-                }
-                ui.separator();
-                if ui.button("Built-in demo").clicked() {
-                    self.set_source(SourceSpec::Demo(None));
-                }
-            });
-            ui.menu_button("View", |ui| {
-                ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.95).text("smoothing"));
-            });
-        });
-    }
-
-    fn status_bar(&mut self, ui: &mut Ui) {
-        ui.horizontal_wrapped(|ui| {
-            let source = self
-                .pipeline
-                .as_ref()
-                .map(|p| p.source().to_string())
-                .unwrap_or_else(|| self.source.to_string());
-            ui.label(format!("source: {source}"));
-            ui.separator();
-            ui.label(format!("model: {}", self.model_name));
-            ui.separator();
-            // Short figures move to the next row whole rather than break mid-item.
-            let whole = |ui: &mut Ui, text: String| {
-                ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend));
-            };
-            whole(
-                ui,
-                format!(
-                    "fps capture {:.0} / detect {:.0} / infer {:.0}",
-                    self.rates.capture, self.rates.detect, self.rates.infer
-                ),
-            );
-            ui.separator();
-            whole(ui, format!("latency {:.0} ms", self.median_latency_ms()));
-            ui.separator();
-            let dropped = self
-                .pipeline
-                .as_ref()
-                .map(|p| p.stats().dropped())
-                .unwrap_or(0);
-            whole(ui, format!("dropped {dropped}"));
-            if let Some(r) = &self.recorder {
-                ui.separator();
-                red_dot(ui);
-                ui.label(
-                    RichText::new(format!("REC {} rows", r.rows()))
-                        .color(Color32::RED)
-                        .strong(),
-                );
-            }
-        });
-    }
-
-    fn messages(&mut self, ui: &mut Ui) {
-        if let Some(b) = &self.banner {
-            ui.colored_label(Color32::from_rgb(230, 180, 40), b);
-        }
-        if let Some(e) = self.source_error.clone() {
-            ui.horizontal(|ui| {
-                ui.colored_label(
-                    Color32::from_rgb(230, 80, 60),
-                    format!("Source problem: {e}"),
-                );
-                if ui.button("Retry").clicked() {
-                    self.start_pipeline();
-                }
-                if ui.button("Use demo").clicked() {
-                    self.set_source(SourceSpec::Demo(None));
-                }
-            });
-        }
-        if let Some(e) = self.weights_error.clone() {
-            ui.horizontal(|ui| {
-                ui.colored_label(
-                    Color32::from_rgb(230, 80, 60),
-                    format!("Weights not loaded: {e}"),
-                );
-                if ui.small_button("dismiss").clicked() {
-                    self.weights_error = None;
-                }
-            });
-        }
-        if let Some(p) = &self.weights_pending {
-            ui.label(format!("checking {} ...", p.display()));
-        }
-        if let Some(m) = self.record_message.clone() {
-            ui.horizontal(|ui| {
-                ui.label(m);
-                if ui.small_button("dismiss").clicked() {
-                    self.record_message = None;
-                }
-            });
-        }
-    }
-
-    fn side_panel(&mut self, ui: &mut Ui) {
-        ui.horizontal(|ui| {
-            let text = if self.is_recording() {
-                "Stop recording"
-            } else {
-                "Record"
-            };
-            let red = Color32::from_rgb(210, 40, 40);
-            if ui.button(RichText::new(text).color(red)).clicked() {
-                self.toggle_recording();
-            }
-            if self.is_recording() {
-                red_dot(ui);
-                ui.label(
-                    RichText::new(format!("{} rows", self.recorded_rows())).color(Color32::RED),
-                );
-            }
-        });
-        ui.add(egui::Slider::new(&mut self.smoothing, 0.0..=0.95).text("smoothing"));
-        ui.separator();
-        if self.faces.is_empty() {
-            ui.label("No face in view.");
-        }
-        egui::ScrollArea::vertical()
-            .max_height(ui.available_height() * 0.55)
-            .show(ui, |ui| {
-                for f in &self.faces {
-                    let (top, p) = f.smoothed.top();
-                    ui.label(
-                        RichText::new(format!(
-                            "Face #{}: {} {}",
-                            f.id,
-                            top.name(),
-                            bars::percent(p)
-                        ))
-                        .strong(),
-                    );
-                    bars::emotion_bars(ui, &f.smoothed);
-                    ui.add_space(6.0);
-                }
-            });
-        ui.separator();
-        ui.label("Last 30 s (the face seen longest)");
-        self.history.show(ui, self.started.elapsed().as_secs_f64());
-    }
-
-    fn path_dialog(&mut self, ui: &mut Ui) {
-        let Some(mut text) = self.path_dialog.take() else {
-            return;
-        };
-        let mut keep = true;
-        egui::Window::new("Open weights")
-            .collapsible(false)
-            .show(ui.ctx(), |ui| {
-                ui.label("No file dialog is available here; type the path of a .safetensors file:");
-                let r = ui.add(
-                    egui::TextEdit::singleline(&mut text)
-                        .desired_width(420.0)
-                        .hint_text("weights/model.safetensors"),
-                );
-                ui.horizontal(|ui| {
-                    let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
-                    if (ui.button("Open").clicked() || enter) && !text.trim().is_empty() {
-                        self.open_weights(PathBuf::from(text.trim()));
-                        keep = false;
-                    }
-                    if ui.button("Cancel").clicked() {
-                        keep = false;
-                    }
-                });
-            });
-        if keep {
-            self.path_dialog = Some(text);
+    fn handle_picked(&mut self, picked: Option<(Purpose, PathBuf)>) {
+        match picked {
+            Some((Purpose::Weights, p)) => self.open_weights(p),
+            Some((Purpose::Source, p)) => self.open_source(p),
+            None => {}
         }
     }
 
@@ -656,6 +413,11 @@ impl EmocamApp {
         if ui.input_mut(|i| i.consume_shortcut(&OPEN_SHORTCUT)) {
             self.pick_weights();
         }
+        let typing = ui.ctx().egui_wants_keyboard_input();
+        if !typing && ui.input_mut(|i| i.consume_shortcut(&PLAY_SHORTCUT)) {
+            let paused = self.session.is_paused();
+            self.session.set_paused(!paused);
+        }
         let dropped: Vec<PathBuf> = ui.input(|i| {
             i.raw
                 .dropped_files
@@ -664,7 +426,7 @@ impl EmocamApp {
                 .collect()
         });
         if let Some(p) = dropped.into_iter().next() {
-            self.open_weights(p);
+            self.open_file(p);
         }
     }
 
@@ -713,34 +475,35 @@ impl EmocamApp {
     /// Draw the whole window into `ui` (also used by the GUI tests).
     pub fn show(&mut self, ui: &mut Ui) {
         self.poll();
-        self.poll_dialog();
+        let picked = self.dialogs.poll(ui.ctx());
+        self.handle_picked(picked);
         self.shortcuts_and_drops(ui);
         egui::Panel::top("menu").show(ui, |ui| {
-            self.menus(ui);
-            self.messages(ui);
+            menus::menu_bar(self, ui);
+            panels::messages(self, ui);
         });
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| panels::status_bar(self, ui));
+        if panels::has_timeline(self) {
+            egui::Panel::bottom("playback").show(ui, |ui| panels::playback(self, ui));
+        }
         egui::Panel::right("faces")
             .min_size(320.0)
-            .show(ui, |ui| self.side_panel(ui));
+            .show(ui, |ui| panels::side_panel(self, ui));
         egui::CentralPanel::default().show(ui, |ui| match (&self.texture, &self.latest) {
             (Some(t), Some(s)) => {
                 let size = [s.frame.rgb.width() as usize, s.frame.rgb.height() as usize];
-                video::show(ui, t, size, &self.faces);
+                if let Some(id) = video::show(ui, t, size, &self.faces, self.chart_face) {
+                    self.chart_face = Some(id);
+                }
             }
             _ => {
                 ui.centered_and_justified(|ui| ui.label("Waiting for the first frame..."));
             }
         });
-        self.path_dialog(ui);
+        let typed = self.dialogs.show(ui);
+        self.handle_picked(typed);
         self.scripted_exit(ui);
     }
-}
-
-/// The recording indicator (drawn, since the default fonts have no filled circle).
-fn red_dot(ui: &mut Ui) {
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
-    ui.painter().circle_filled(rect.center(), 5.0, Color32::RED);
 }
 
 impl eframe::App for EmocamApp {

@@ -1,20 +1,13 @@
-//! Seven labelled bars, one per emotion, for one face.
+//! Labelled bars, one per class of the model, for one face.
 
 use egui::{Color32, ProgressBar, RichText, Ui};
 
-use crate::emotion::{Emotion, Scores};
+use crate::emotion::{Scores, class_rgb};
 
-/// A colour per emotion, shared by the bars, the boxes and the chart.
-pub fn color(e: Emotion) -> Color32 {
-    match e {
-        Emotion::Angry => Color32::from_rgb(220, 60, 50),
-        Emotion::Disgust => Color32::from_rgb(120, 160, 40),
-        Emotion::Fear => Color32::from_rgb(150, 90, 200),
-        Emotion::Happy => Color32::from_rgb(250, 190, 40),
-        Emotion::Sad => Color32::from_rgb(60, 120, 220),
-        Emotion::Surprise => Color32::from_rgb(240, 120, 200),
-        Emotion::Neutral => Color32::from_rgb(150, 150, 150),
-    }
+/// A colour per class, shared by the bars, the boxes and the chart (see [`class_rgb`]).
+pub fn color(class: &str) -> Color32 {
+    let [r, g, b] = class_rgb(class);
+    Color32::from_rgb(r, g, b)
 }
 
 /// The text on a bar, e.g. `83.0%`.
@@ -22,7 +15,7 @@ pub fn percent(p: f32) -> String {
     format!("{:.1}%", 100.0 * p)
 }
 
-/// Draw the seven bars in FER order; the top emotion's name is bold.
+/// Draw one bar per class, in the scores' order; the top class's name is bold.
 pub fn emotion_bars(ui: &mut Ui, scores: &Scores) {
     let top = scores.top().0;
     egui::Grid::new(ui.next_auto_id())
@@ -30,7 +23,7 @@ pub fn emotion_bars(ui: &mut Ui, scores: &Scores) {
         .spacing([8.0, 4.0])
         .show(ui, |ui| {
             for (e, p) in scores.iter() {
-                let name = RichText::new(e.name());
+                let name = RichText::new(e);
                 ui.label(if e == top { name.strong() } else { name });
                 ui.add(
                     ProgressBar::new(p.clamp(0.0, 1.0))

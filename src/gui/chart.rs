@@ -1,4 +1,4 @@
-//! A line chart of the last 30 seconds of (smoothed) scores for the first face.
+//! A line chart of the last 30 seconds of (smoothed) scores for one face.
 
 use std::collections::VecDeque;
 
@@ -6,7 +6,7 @@ use egui::Ui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::bars::color;
-use crate::emotion::{Emotion, Scores};
+use crate::emotion::Scores;
 
 /// Seconds of history shown.
 pub const HISTORY_SECS: f64 = 30.0;
@@ -18,8 +18,16 @@ pub struct History {
 }
 
 impl History {
-    /// Add a sample at `t` seconds and forget samples older than [`HISTORY_SECS`].
+    /// Add a sample at `t` seconds and forget samples older than [`HISTORY_SECS`]; a sample
+    /// over other classes (a model with another class set was loaded) starts the chart afresh.
     pub fn push(&mut self, t: f64, s: Scores) {
+        if self
+            .points
+            .back()
+            .is_some_and(|(_, last)| last.classes() != s.classes())
+        {
+            self.points.clear();
+        }
         self.points.push_back((t, s));
         while self
             .points
@@ -40,7 +48,7 @@ impl History {
         self.points.is_empty()
     }
 
-    /// Draw one line per emotion, time in seconds before now on the x axis.
+    /// Draw one line per class, time in seconds before now on the x axis.
     pub fn show(&self, ui: &mut Ui, now: f64) {
         Plot::new("score-history")
             // In the bars' order, not alphabetical, so both read the same way.
@@ -58,13 +66,16 @@ impl History {
             .allow_scroll(false)
             .height(ui.available_height().max(120.0))
             .show(ui, |plot| {
-                for e in Emotion::ALL {
+                let Some((_, last)) = self.points.back() else {
+                    return;
+                };
+                for (i, name) in last.classes().names().iter().enumerate() {
                     let pts: PlotPoints = self
                         .points
                         .iter()
-                        .map(|(t, s)| [t - now, s.get(e) as f64])
+                        .map(|(t, s)| [t - now, s.probs()[i] as f64])
                         .collect();
-                    plot.line(Line::new(e.name(), pts).color(color(e)));
+                    plot.line(Line::new(name.as_str(), pts).color(color(name)));
                 }
             });
     }

@@ -25,7 +25,7 @@ use candle_nn::VarBuilder;
 use crossbeam_channel::{Receiver, Sender};
 use image::GrayImage;
 
-use crate::emotion::{Emotion, Scores};
+use crate::emotion::{Classes, Emotion, Scores};
 use crate::error::{Error, Result};
 pub use mini_xception::MiniXception;
 pub use weights::WeightsFile;
@@ -422,6 +422,10 @@ pub struct Classifier {
     /// The networks whose probabilities are averaged: one, or an ensemble's members.
     members: Vec<Arc<Member>>,
     spec: ModelSpec,
+    /// The classes of the scores, in display order (see [`Classes`]).
+    classes: Classes,
+    /// For each class of `classes`, its index in the network's output.
+    order: Vec<usize>,
     source: PathBuf,
     device: Device,
     /// Threads that run passes side by side with the calling thread (see
@@ -470,9 +474,14 @@ impl Classifier {
                 },
             )
         })?;
+        let names: Vec<&str> = spec.classes.iter().map(|c| c.name()).collect();
+        let (classes, order) =
+            Classes::from_model_order(&names).map_err(|e| Error::weights(&path, e))?;
         let mut clf = Self {
             members,
             spec,
+            classes,
+            order,
             source: path,
             device,
             lanes: None,
@@ -512,6 +521,11 @@ impl Classifier {
     /// Display name of the model.
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The classes its scores are over, in display order.
+    pub fn classes(&self) -> &Classes {
+        &self.classes
     }
 
     /// Whether a model that needs several network passes per face (an ensemble's members, a
@@ -642,13 +656,10 @@ impl Classifier {
             .collect())
     }
 
-    /// Map one output row (in the model's class order) into FER-ordered scores.
+    /// Map one output row (in the network's class order) into scores in display order.
     fn to_scores(&self, p: &[f32]) -> Scores {
-        let mut s = [0f32; Emotion::COUNT];
-        for (class, v) in self.spec.classes.iter().zip(p) {
-            s[class.index()] = *v;
-        }
-        Scores(s)
+        let probs = self.order.iter().map(|&i| p[i]).collect();
+        Scores::new(self.classes.clone(), probs)
     }
 }
 

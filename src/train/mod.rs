@@ -329,7 +329,7 @@ fn probability_table(
                 model.classify(faces)?
             };
             for s in scores {
-                out.extend(classes.iter().map(|c| s.get(*c)));
+                out.extend(classes.iter().map(|c| s.of(*c)));
             }
         }
         Ok::<_, Error>(out)

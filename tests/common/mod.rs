@@ -38,22 +38,13 @@ pub fn mini_xception_weights() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mini-xception-fer2013.safetensors")
 }
 
-/// The fields of one CSV line, with RFC 4180 quoting undone (a quoted field may hold commas and
-/// doubled quotes), as any spreadsheet reads the recording.
-pub fn csv_fields(line: &str) -> Vec<String> {
-    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
+/// A CSV file's header and rows, read as a spreadsheet would (quoted fields undone).
+pub fn read_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(str::to_string).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (header, rows)
 }

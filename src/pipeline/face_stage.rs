@@ -1,0 +1,79 @@
+//! The face stage: finds faces in each frame with the detector and cuts the crops the model
+//! takes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use image::GrayImage;
+
+use super::{Counters, FaceBatch, Frame, Notice, PipelineConfig, Waker, deliver};
+use crate::detect::FaceDetector;
+use crate::imaging::to_gray;
+use crate::recognize::crop_faces;
+
+/// What the face-stage thread owns.
+pub(super) struct FaceStage {
+    pub config: PipelineConfig,
+    pub lossy: bool,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    /// Side of the crops the running model takes (changes when weights are swapped).
+    pub input_size: Arc<AtomicU32>,
+    pub demand: Sender<()>,
+    pub frames: Receiver<Frame>,
+    pub batches: Sender<FaceBatch>,
+    /// The same channel's receiving end, to replace a stale batch when lossy.
+    pub batches_rx: Receiver<FaceBatch>,
+    pub notices: Sender<Notice>,
+    pub waker: Waker,
+}
+
+impl FaceStage {
+    /// Run until the frames stop coming or the pipeline stops.
+    pub fn run(self) {
+        // rustface's detector is not Send: it is made here, on the thread that uses it.
+        let mut detector = match FaceDetector::new(self.config.detector) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.notices.try_send(Notice::StageFailed(e.to_string()));
+                (self.waker)();
+                return;
+            }
+        };
+        loop {
+            if !self.lossy && self.demand.send(()).is_err() {
+                break;
+            }
+            let Ok(frame) = self.frames.recv() else { break };
+            let t0 = Instant::now();
+            let gray: GrayImage = to_gray(&frame.rgb);
+            let boxes = detector.detect(&gray);
+            let crops = crop_faces(
+                &gray,
+                &boxes,
+                self.input_size.load(Ordering::Relaxed),
+                self.config.margin,
+            );
+            let detect_ms = t0.elapsed().as_secs_f32() * 1e3;
+            self.counters.detected.fetch_add(1, Ordering::Relaxed);
+            let batch = FaceBatch {
+                frame,
+                boxes,
+                crops,
+                detect_ms,
+            };
+            if !deliver(
+                &self.batches,
+                &self.batches_rx,
+                batch,
+                self.lossy,
+                &self.counters.dropped_faces,
+                &self.stop,
+            ) {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The inference thread: scores every face of a batch with the model, and swaps the model
+//! when asked, keeping the running one if the new file is bad.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::{Command, Counters, FaceBatch, Notice, Scored, Waker, deliver};
+use crate::emotion::FaceResult;
+use crate::model::Classifier;
+
+/// What the inference thread owns.
+pub(super) struct Inference {
+    pub classifier: Classifier,
+    pub lossy: bool,
+    pub counters: Arc<Counters>,
+    pub stop: Arc<AtomicBool>,
+    pub input_size: Arc<AtomicU32>,
+    pub commands: Receiver<Command>,
+    pub batches: Receiver<FaceBatch>,
+    pub results: Sender<Scored>,
+    /// The same channel's receiving end, to replace a stale result when lossy.
+    pub results_rx: Receiver<Scored>,
+    pub notices: Sender<Notice>,
+    pub waker: Waker,
+}
+
+impl Inference {
+    /// Run until the batches stop coming or the pipeline stops.
+    pub fn run(mut self) {
+        // Some candle ops use rayon: keep them on this thread (see `use_own_rayon_pool`).
+        crate::runtime::use_own_rayon_pool();
+        let mut model: Arc<str> = self.classifier.name().into();
+        loop {
+            select! {
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(Command::SwapWeights(path)) => match Classifier::load(&path) {
+                        Ok(c) => {
+                            self.input_size.store(c.input_size(), Ordering::Relaxed);
+                            model = c.name().into();
+                            self.notify(Notice::ModelLoaded {
+                                name: c.name().to_string(),
+                                source: path,
+                                classes: c.classes().clone(),
+                            });
+                            self.classifier = c;
+                        }
+                        Err(e) => self.notify(Notice::SwapFailed { path, error: e.to_string() }),
+                    },
+                    Err(_) => break,
+                },
+                recv(self.batches) -> batch => {
+                    let Ok(batch) = batch else { break };
+                    let t0 = Instant::now();
+                    let scores = match self.classifier.classify(&batch.crops) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            self.notify(Notice::StageFailed(format!("inference: {e}")));
+                            continue;
+                        }
+                    };
+                    let infer_ms = t0.elapsed().as_secs_f32() * 1e3;
+                    let faces = batch
+                        .boxes
+                        .into_iter()
+                        .zip(scores)
+                        .map(|(bbox, scores)| FaceResult { bbox, scores })
+                        .collect();
+                    self.counters.scored.fetch_add(1, Ordering::Relaxed);
+                    let scored = Scored {
+                        frame: batch.frame,
+                        faces,
+                        model: model.clone(),
+                        detect_ms: batch.detect_ms,
+                        infer_ms,
+                        scored_at: Instant::now(),
+                    };
+                    if !deliver(
+                        &self.results,
+                        &self.results_rx,
+                        scored,
+                        self.lossy,
+                        &self.counters.dropped_results,
+                        &self.stop,
+                    ) {
+                        break;
+                    }
+                    (self.waker)();
+                }
+            }
+        }
+    }
+
+    fn notify(&self, n: Notice) {
+        let _ = self.notices.try_send(n);
+        (self.waker)();
+    }
+}
