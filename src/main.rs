@@ -55,6 +55,20 @@ enum Command {
     },
     /// Measure a classifier on labelled face crops (class folders or a FER2013 CSV).
     Eval(cli::eval::EvalArgs),
+    /// Write a model as one ONNX graph (gray pixels 0..255 in, probabilities out) for
+    /// onnxruntime, OpenCV's DNN module or a browser; see docs/onnx.md.
+    Export {
+        /// Where to write the ONNX model.
+        #[arg(long, value_name = "OUT.onnx")]
+        onnx: PathBuf,
+        /// Weights file (.safetensors) to export; default: the built-in model.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Side of the graph's square input [default: the model's own input size]; the scores
+        /// are the app's exactly for crops of this size.
+        #[arg(long)]
+        input_size: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +86,11 @@ fn main() -> ExitCode {
             flip,
             members,
         }) => ensemble(out, &name, &flip, &members),
+        Some(Command::Export {
+            onnx,
+            weights,
+            input_size,
+        }) => export(&onnx, weights.as_deref(), input_size),
         None => cli::app::run(cli.app),
     };
     match result {
@@ -101,6 +120,32 @@ fn ensemble(
         paths.len(),
         spec.input_size,
         spec.input_size
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(
+    out: &std::path::Path,
+    weights: Option<&std::path::Path>,
+    input_size: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    use emocam::model::{BUILTIN_LABEL, BUILTIN_WEIGHTS, WeightsFile, onnx};
+    let file = match weights {
+        Some(p) => WeightsFile::read(p)?,
+        None => WeightsFile::parse(BUILTIN_WEIGHTS, std::path::Path::new(BUILTIN_LABEL))?,
+    };
+    onnx::export_onnx(&file, out, &onnx::ExportOptions { input_size })?;
+    let side = input_size.unwrap_or(file.spec.input_size);
+    println!(
+        "wrote {} ({}: input pixels (batch, 1, {side}, {side}) gray 0..255, output probs over {})",
+        out.display(),
+        file.spec.name,
+        file.spec
+            .classes
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -217,7 +217,8 @@ mod tests {
             header.trim_end(),
             "image,face,x,y,w,h,angry,disgust,fear,happy,sad,surprise,neutral,top_emotion"
         );
-        let row = String::from_utf8(predict_csv_rows("a,b.png", std::slice::from_ref(&face))).unwrap();
+        let row =
+            String::from_utf8(predict_csv_rows("a,b.png", std::slice::from_ref(&face))).unwrap();
         assert_eq!(
             row,
             "\"a,b.png\",0,1,2,3,4,0.000000,0.000000,0.000000,0.900000,0.000000,0.000000,0.100000,happy\n"

@@ -458,7 +458,7 @@ fn round_trip(label: &str, file: WeightsFile, opts: &ExportOptions, faces: &[Gra
         .classify(faces)
         .unwrap()
         .iter()
-        .map(|s| s.0.iter().map(|&v| v as f64).collect())
+        .map(|s| s.probs().iter().map(|&v| v as f64).collect())
         .collect();
     let crops: Vec<FaceCrop> = faces.iter().map(FaceCrop::Gray).collect();
     let got = net.probs(&crops).unwrap();
@@ -565,7 +565,7 @@ fn exported_builtin_model_scores_fer2013_val_as_the_native_one() {
         let got = net.probs(&crops).unwrap();
         let want = native.classify(imgs).unwrap();
         for ((g, w), l) in got.iter().zip(&want).zip(labels) {
-            for (a, b) in g.iter().zip(&w.0) {
+            for (a, b) in g.iter().zip(w.probs()) {
                 worst_d = worst_d.max((a - b).abs());
             }
             let top = (0..g.len()).fold(0, |b, i| if g[i] > g[b] { i } else { b });
@@ -583,4 +583,135 @@ fn exported_builtin_model_scores_fer2013_val_as_the_native_one() {
         correct,
         (report.accuracy * data.len() as f64).round() as usize
     );
+}
+
+// ---- the ONNX model wherever a weights file goes ------------------------------------------
+
+fn emocam() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_emocam"))
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_eight_class_onnx_model_gives_eight_scores_end_to_end() {
+    let model = onnx_fixture("torch_cnn8.onnx");
+    let photo = common::fixture("astronaut.png");
+    let out = emocam()
+        .args(["predict", "--format", "json", "--weights"])
+        .arg(&model)
+        .arg(&photo)
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    let line = text.lines().find(|l| l.contains("scores")).expect("a face");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let scores = v["faces"][0]["scores"]
+        .as_object()
+        .or_else(|| v["scores"].as_object())
+        .unwrap_or_else(|| panic!("no scores object in {v}"));
+    assert_eq!(scores.len(), 8, "{v}");
+    assert!(scores.contains_key("contempt"));
+
+    // run --csv: the seven FER columns in their order, then contempt.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let out = emocam()
+        .args(["run", "--fps", "0", "--json", "--weights"])
+        .arg(&model)
+        .arg("--source")
+        .arg(&photo)
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    ok(&out);
+    let (header, rows) = common::read_csv(&csv);
+    let at: Vec<usize> = FER
+        .iter()
+        .chain(&["contempt"])
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == c)
+                .unwrap_or_else(|| panic!("{c} not in {header:?}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{header:?}");
+    assert!(!rows.is_empty());
+}
+
+/// A FER-style class-folder tree with two gray faces in each of `classes`.
+fn fer_folders(dir: &Path, classes: &[&str]) {
+    for c in classes {
+        std::fs::create_dir_all(dir.join(c)).unwrap();
+        for k in 0..2u32 {
+            GrayImage::from_fn(48, 48, |x, y| {
+                image::Luma([((x * 3 + y * 7 + k * 40) % 256) as u8])
+            })
+            .save(dir.join(c).join(format!("{k}.png")))
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn eval_takes_an_eight_class_model_and_refuses_a_class_the_model_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    fer_folders(dir.path(), &FER);
+    let out = emocam()
+        .args(["eval", "--weights"])
+        .arg(onnx_fixture("torch_cnn8.onnx"))
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    println!("{}", ok(&out));
+    // Seven classes without disgust: FER folders hold disgust faces it cannot score.
+    let out = emocam()
+        .args(["eval", "--input-scaling", "minus_one_to_one", "--classes"])
+        .arg("angry,contempt,fear,happy,sad,surprise,neutral")
+        .arg("--weights")
+        .arg(onnx_fixture("keras_nhwc7.onnx"))
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert!(err.contains("disgust"), "{err}");
+}
+
+#[test]
+fn export_subcommand_writes_a_model_that_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("default.onnx");
+    let out = emocam()
+        .args(["export", "--input-size", "48", "--onnx"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    println!("{}", ok(&out));
+    let clf = Classifier::load(&out_path).unwrap();
+    assert_eq!(clf.input_size(), 48);
+    assert_eq!(clf.classes().names(), FER);
+    // A safetensors file refuses the ONNX-only options.
+    let e = Classifier::load_with(
+        &common::default_weights(),
+        &emocam::model::LoadOptions {
+            input_scaling: Some(OnnxScaling::ZeroToOne),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("apply to ONNX models"), "{e}");
 }

@@ -37,7 +37,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let weights = a.weights.weights.as_deref();
-    let classifier = load_classifier(weights)?;
+    let classifier = load_classifier(&a.weights)?;
     let set = dataset::load(&a.data, a.usage.as_deref())?;
     let report = match &a.per_image {
         Some(csv) => eval::evaluate_to_csv(&classifier, &set, a.tta, csv, a.overwrite)?,

@@ -105,6 +105,9 @@ pub fn export_onnx_bytes(weights: &WeightsFile, opts: &ExportOptions) -> Result<
             Architecture::Ensemble => {
                 return Err(fail(format!("member {i} is itself an ensemble")));
             }
+            Architecture::Onnx => {
+                return Err(fail("is an imported ONNX model already".into()));
+            }
         };
         let mut passes = Vec::with_capacity(2);
         for mirrored in [false, true]

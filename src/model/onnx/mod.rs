@@ -401,8 +401,18 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v /= sum);
 }
 
-/// Whether `path` looks like an ONNX file: by its `.onnx` extension.
-pub fn is_onnx_path(path: &Path) -> bool {
-    path.extension()
+/// Whether `path` is to be read as ONNX: by its `.onnx` extension, or by its first bytes
+/// (an ONNX file starts with its IR version, protobuf field 1, byte 0x08; a safetensors file
+/// with its header length and, at byte 8, the header's `{`).
+pub fn is_onnx_file(path: &Path) -> bool {
+    if path
+        .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 9];
+    let read =
+        std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    read.is_ok() && head[0] == 0x08 && head[8] != b'{'
 }
