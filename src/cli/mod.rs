@@ -7,7 +7,7 @@ pub mod predict;
 pub mod run;
 pub mod train;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use emocam::capture::{SourceOptions, SourceSpec};

@@ -321,7 +321,8 @@ pub(crate) fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
 enum Net {
     MiniXception(MiniXception),
     Vgg(vgg::Vgg),
-    Onnx(onnx::OnnxNet),
+    /// Boxed: an ONNX model's plans and metadata outweigh the candle nets' few tensors.
+    Onnx(Box<onnx::OnnxNet>),
 }
 
 impl Net {
@@ -503,7 +504,7 @@ impl Classifier {
         };
         Ok(Self {
             members: vec![Arc::new(Member {
-                net: Net::Onnx(net),
+                net: Net::Onnx(Box::new(net)),
                 spec: spec.clone(),
             })],
             spec,
