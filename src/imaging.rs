@@ -391,7 +391,8 @@ fn box_shrink(src: &GrayImage, f: u32) -> GrayImage {
 }
 
 /// Source index pairs and weights for one axis, OpenCV style: `s = (d + 0.5) * scale - 0.5`, clamped.
-fn axis_taps(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
+/// ONNX export builds the same taps into its graphs, so that they resize exactly as this does.
+pub(crate) fn axis_taps(src: u32, dst: u32) -> Vec<(usize, usize, f32)> {
     let scale = src as f32 / dst as f32;
     (0..dst)
         .map(|d| {

@@ -60,6 +60,9 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Make a self-contained HTML report (and a PNG summary) of a recording's CSV.
     Report(cli::report::ReportArgs),
+    /// Write a model as one ONNX graph (gray pixels 0..255 in, probabilities out) for
+    /// onnxruntime, OpenCV's DNN module or a browser; see docs/onnx.md.
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             overwrite,
             members,
         }) => ensemble(out, &name, &flip, overwrite, &members),
+        Some(Command::Export(a)) => cli::export::run(a),
         None => cli::app::run(cli.app),
     };
     match result {

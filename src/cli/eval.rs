@@ -38,7 +38,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let weights = a.weights.weights.as_deref();
-    let classifier = load_classifier(weights)?;
+    let classifier = load_classifier(&a.weights)?;
     let mut policy = OutputPolicy::new()
         .with_overwrite(a.overwrite)
         .with_input(&a.data);

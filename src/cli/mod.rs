@@ -3,16 +3,18 @@
 
 pub mod app;
 pub mod eval;
+pub mod export;
 pub mod predict;
 pub mod report;
 pub mod run;
 pub mod train;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use emocam::capture::{SourceOptions, SourceSpec};
-use emocam::model::Classifier;
+use emocam::model::onnx::OnnxScaling;
+use emocam::model::{Classifier, LoadOptions};
 
 /// Where frames come from, for the app.
 #[derive(clap::Args, Clone)]
@@ -49,15 +51,37 @@ impl PaceArgs {
 /// The weights file options every subcommand that classifies takes.
 #[derive(clap::Args, Clone)]
 pub struct WeightsArgs {
-    /// Weights file (.safetensors); default: the built-in model (weights/emocam-fer2013.safetensors).
+    /// Weights file (.safetensors, or an .onnx model); default: the built-in model
+    /// (weights/emocam-fer2013.safetensors).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// An ONNX model's class names in output order, comma-separated (wins over its metadata
+    /// and sidecar JSON).
+    #[arg(long, value_delimiter = ',', requires = "weights")]
+    pub classes: Option<Vec<String>>,
+    /// How an ONNX model's input is scaled: minus_one_to_one, zero_to_one, zero_to_255, or
+    /// mean_std:M1,M2,M3:S1,S2,S3 (wins over its metadata and sidecar JSON).
+    #[arg(long, value_parser = OnnxScaling::parse, requires = "weights")]
+    pub input_scaling: Option<OnnxScaling>,
 }
 
-/// Load `weights`, or the built-in model.
-pub fn load_classifier(weights: Option<&Path>) -> Result<Classifier> {
+/// Load the weights the options name, or the built-in model; tells the user what an ONNX
+/// model had to assume.
+pub fn load_classifier(w: &WeightsArgs) -> Result<Classifier> {
+    let opts = LoadOptions {
+        classes: w.classes.clone(),
+        input_scaling: w.input_scaling.clone(),
+    };
     // The library's errors name the file already.
-    Classifier::load_or_builtin(weights).context("cannot load weights")
+    let clf = match &w.weights {
+        Some(p) => Classifier::load_with(p, &opts),
+        None => Classifier::builtin(),
+    }
+    .context("cannot load weights")?;
+    if let Some(n) = clf.notice() {
+        eprintln!("emocam: note: {n}");
+    }
+    Ok(clf)
 }
 
 /// End quietly when the reader of stdout goes away (`emocam eval ... | head`), as command-line

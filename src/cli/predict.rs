@@ -36,7 +36,7 @@ enum Format {
 }
 
 pub fn run(a: PredictArgs) -> Result<ExitCode> {
-    let classifier = load_classifier(a.weights.weights.as_deref())?;
+    let classifier = load_classifier(&a.weights)?;
     let classes = classifier.classes().clone();
     let detector = FaceDetector::new(DetectorConfig::thorough())?;
     let mut rec = Recognizer::new(detector, classifier);

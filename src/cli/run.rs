@@ -85,7 +85,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let progress = !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut code = ExitCode::SUCCESS;
     for (i, (spec, csv)) in specs.into_iter().zip(csv_paths).enumerate() {
-        let classifier = load_classifier(a.weights.weights.as_deref())?;
+        let classifier = load_classifier(&a.weights)?;
         let still = capture::is_still(&spec);
         let detector = match a.detector {
             Some(Detector::Thorough) => DetectorConfig::thorough(),

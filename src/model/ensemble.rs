@@ -105,6 +105,12 @@ pub fn combine_with(
     let mut classes = None;
     let mut input_size = 0;
     for (i, path) in members.iter().enumerate() {
+        if super::onnx::is_onnx_file(path) {
+            return Err(Error::weights(
+                path,
+                "is an ONNX model; an ensemble file can only hold safetensors members",
+            ));
+        }
         let file = weights::WeightsFile::read(path)?;
         // Building the net validates every tensor, so a bad member is reported by its own path.
         Classifier::from_weights(weights::WeightsFile {

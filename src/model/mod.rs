@@ -8,6 +8,7 @@ pub mod batch_norm;
 pub mod ensemble;
 pub mod mini_xception;
 pub mod mini_xception_train;
+pub mod onnx;
 pub mod ops;
 pub mod preprocess;
 pub mod vgg;
@@ -27,6 +28,7 @@ use image::GrayImage;
 use crate::emotion::{Classes, Emotion, Scores};
 use crate::error::{Error, Result};
 pub use mini_xception::MiniXception;
+pub use onnx::OnnxOptions as LoadOptions;
 pub use weights::WeightsFile;
 
 /// The default model (see `weights/README.md`), compiled into the binary so that `emocam` runs
@@ -69,6 +71,9 @@ pub enum Architecture {
     /// Several models whose probabilities are averaged, each on its own input size; made by
     /// `emocam ensemble` (see [`ensemble`]).
     Ensemble,
+    /// An imported ONNX graph ([`onnx::OnnxNet`]); never named in a safetensors file, so not
+    /// in [`Architecture::ALL`].
+    Onnx,
 }
 
 impl Architecture {
@@ -85,6 +90,7 @@ impl Architecture {
             Architecture::MiniXception => "mini_xception",
             Architecture::Vgg => "vgg",
             Architecture::Ensemble => "ensemble",
+            Architecture::Onnx => "onnx",
         }
     }
 
@@ -95,14 +101,14 @@ impl Architecture {
 
     fn default_input_size(self) -> u32 {
         match self {
-            Architecture::MiniXception | Architecture::Ensemble => 64,
+            Architecture::MiniXception | Architecture::Ensemble | Architecture::Onnx => 64,
             Architecture::Vgg => 48,
         }
     }
 
     fn default_bn_eps(self) -> f64 {
         match self {
-            Architecture::MiniXception | Architecture::Ensemble => 1e-3,
+            Architecture::MiniXception | Architecture::Ensemble | Architecture::Onnx => 1e-3,
             Architecture::Vgg => 1e-5,
         }
     }
@@ -315,6 +321,8 @@ pub(crate) fn parse_classes(s: &str) -> Result<Vec<Emotion>, String> {
 enum Net {
     MiniXception(MiniXception),
     Vgg(vgg::Vgg),
+    /// Boxed: an ONNX model's plans and metadata outweigh the candle nets' few tensors.
+    Onnx(Box<onnx::OnnxNet>),
 }
 
 impl Net {
@@ -339,6 +347,11 @@ impl Net {
             Architecture::Ensemble => {
                 return Err(NetError::Spec(
                     "an ensemble cannot be a member of an ensemble".into(),
+                ));
+            }
+            Architecture::Onnx => {
+                return Err(NetError::Spec(
+                    "an ONNX model cannot be an ensemble member (combine safetensors files)".into(),
                 ));
             }
         })
@@ -412,6 +425,10 @@ impl Module for Net {
         match self {
             Net::MiniXception(m) => m.forward(xs),
             Net::Vgg(m) => m.forward(xs),
+            Net::Onnx(m) => candle_core::bail!(
+                "{}: an ONNX model takes face crops, not a tensor",
+                m.path().display()
+            ),
         }
     }
 }
@@ -433,9 +450,76 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Load and validate a weights file; nothing is returned unless every tensor checks out.
+    /// Load and validate a weights file (safetensors, or ONNX by its `.onnx` name or its
+    /// bytes); nothing is returned unless every tensor checks out.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Classifier::load`] with the caller's word on an ONNX model's classes and scaling
+    /// (`--classes`, `--input-scaling`); a safetensors file says both itself and refuses them.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        if onnx::is_onnx_file(path) {
+            return Self::from_onnx(onnx::OnnxNet::load(path, opts)?);
+        }
+        if *opts != LoadOptions::default() {
+            return Err(Error::weights(
+                path,
+                "--classes and --input-scaling apply to ONNX models; a safetensors file states both in its metadata",
+            ));
+        }
         Self::from_weights(WeightsFile::read(path)?)
+    }
+
+    /// A classifier running an imported ONNX model.
+    pub fn from_onnx(net: onnx::OnnxNet) -> Result<Self> {
+        let path = net.path().to_path_buf();
+        let (classes, order) =
+            Classes::from_model_order(net.classes()).map_err(|e| Error::weights(&path, e))?;
+        let (w, h) = net.input_size();
+        let mut metadata = HashMap::from([
+            (meta::ARCHITECTURE.to_string(), "onnx".to_string()),
+            (meta::NAME.to_string(), net.name().to_string()),
+            ("onnx_description".to_string(), net.description()),
+        ]);
+        if let Some(n) = net.notice() {
+            metadata.insert("onnx_notice".into(), n.to_string());
+        }
+        // The spec's class list holds Emotions only: the FER classes the model has (what
+        // `train --teacher` checks); the full list is `classes()`.
+        let spec = ModelSpec {
+            architecture: Architecture::Onnx,
+            input_size: w.max(h),
+            // Unused: the ONNX model scales pixels as its own metadata says.
+            scaling: InputScaling::ZeroToOne,
+            classes: net
+                .classes()
+                .iter()
+                .filter_map(|c| Emotion::from_name(c))
+                .collect(),
+            name: net.name().to_string(),
+            bn_eps: Architecture::Onnx.default_bn_eps(),
+            flip_average: false,
+            metadata,
+        };
+        Ok(Self {
+            members: vec![Arc::new(Member {
+                net: Net::Onnx(Box::new(net)),
+                spec: spec.clone(),
+            })],
+            spec,
+            classes,
+            order,
+            source: path,
+            device: Device::Cpu,
+            lanes: None,
+        })
+    }
+
+    /// Something to tell the user about the loaded model (an ONNX model whose classes were
+    /// assumed to be FER2013's), if anything.
+    pub fn notice(&self) -> Option<&str> {
+        self.spec.metadata.get("onnx_notice").map(String::as_str)
     }
 
     /// The model compiled into the binary ([`BUILTIN_WEIGHTS`]).
@@ -612,7 +696,7 @@ impl Classifier {
                 .collect(),
         }
         .into_iter();
-        let classes = self.spec.classes.len();
+        let classes = self.order.len();
         let mut pass_rows = |name: &str| -> Result<Rows> {
             let rows = results.next().unwrap_or_else(|| Ok(Vec::new()))?;
             if rows.len() != faces.len() || rows.iter().any(|r| r.len() != classes) {
@@ -686,6 +770,17 @@ struct Pass {
 impl Pass {
     /// The member's probabilities for `faces` (mirrored first if this is a mirror pass).
     fn probs(&self, faces: &[GrayImage], device: &Device) -> Result<Rows> {
+        if let Net::Onnx(net) = &self.member.net {
+            let flipped: Vec<GrayImage>;
+            let faces = if self.mirrored {
+                flipped = faces.iter().map(crate::imaging::flip_horizontal).collect();
+                &flipped
+            } else {
+                faces
+            };
+            let crops: Vec<onnx::FaceCrop> = faces.iter().map(onnx::FaceCrop::Gray).collect();
+            return net.probs(&crops);
+        }
         let x = if self.mirrored {
             let flipped: Vec<GrayImage> =
                 faces.iter().map(crate::imaging::flip_horizontal).collect();
