@@ -220,3 +220,137 @@ fn weights_open_from_the_file_menu_by_path() {
     );
     assert!(app.weights_error.is_none());
 }
+
+fn video_options(record_dir: PathBuf) -> AppOptions {
+    AppOptions {
+        source: Some(SourceSpec::Path(common::fixture("video/high_bframes.mp4"))),
+        // The video's own rate, as the app plays it by default.
+        source_options: SourceOptions::default(),
+        record_dir,
+        ..AppOptions::default()
+    }
+}
+
+fn position(h: &Harness<'static, Option<EmocamApp>>) -> f64 {
+    h.state()
+        .as_ref()
+        .unwrap()
+        .session
+        .position_ms()
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn a_video_plays_pauses_and_seeks_in_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_harness(video_options(dir.path().to_path_buf()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    h.step();
+    // The playback bar: the position as time, out of the clip's 2 s.
+    h.get_by_label_contains("/ 0:02.0");
+    h.get_by_label("Pause").click();
+    h.step();
+    assert!(h.state().as_ref().unwrap().session.is_paused());
+    // Frames in flight may still land; then the position holds.
+    std::thread::sleep(Duration::from_millis(200));
+    h.run_steps(3);
+    let held = position(&h);
+    std::thread::sleep(Duration::from_millis(300));
+    h.run_steps(3);
+    assert_eq!(position(&h), held, "paused");
+    // Seeking while paused shows the frame there: the key frame at 1.5 s.
+    h.state_mut().as_mut().unwrap().session.seek(1600.0);
+    step_until(&mut h, |a| a.session.position_ms() == Some(1500.0));
+    assert_eq!(position(&h), 1500.0);
+    h.step();
+    h.get_by_label("Play").click();
+    step_until(&mut h, |a| {
+        a.session.position_ms().is_some_and(|ms| ms > 1700.0)
+    });
+    assert!(position(&h) > 1700.0, "plays on from there");
+}
+
+#[test]
+fn a_video_opens_from_the_file_menu_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_harness(demo_options(dir.path().to_path_buf()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    h.get_by_label("File").click();
+    h.run_steps(3);
+    h.get_by_label("Open video or images by path...").click();
+    h.step();
+    h.step();
+    let field = h.get_by_role(egui::accesskit::Role::TextInput);
+    field.focus();
+    h.step();
+    let clip = common::fixture("video/high_bframes.mp4");
+    h.get_by_role(egui::accesskit::Role::TextInput)
+        .type_text(&clip.display().to_string());
+    h.step();
+    h.get_by_label("Open").click();
+    step_until(&mut h, |a| {
+        a.session.source_description().contains("high_bframes.mp4") && !a.faces.is_empty()
+    });
+    h.step();
+    h.get_by_label_contains("source: ");
+    h.get_by_label_contains("openh264");
+}
+
+#[test]
+fn stopping_a_recording_opens_its_summary_and_saves_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec_dir = dir.path().join("recordings");
+    let mut h = app_harness(demo_options(rec_dir.clone()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    h.get_by_label("Record").click();
+    h.step();
+    // A face must be seen for a second to get its own section.
+    step_until(&mut h, |a| a.recorded_rows() >= 45);
+    h.get_by_label("Stop recording").click();
+    step_until(&mut h, |a| a.summaries.shown.is_some());
+    h.run_steps(2);
+    h.get_by_label("Session summary");
+    h.get_by_label_contains("Face #0: mostly");
+    h.get_by_label("Save report...").click();
+    h.run_steps(3);
+    // No file dialog here: the path field opens with the suggested name beside the CSV.
+    let t0 = Instant::now();
+    while h.query_by_label("Save").is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no path field for the report");
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.get_by_label("Save").click();
+    h.run_steps(2);
+    let msg = h.state().as_ref().unwrap().record_message.clone().unwrap();
+    assert!(msg.starts_with("saved report to "), "{msg}");
+    let html: Vec<_> = std::fs::read_dir(&rec_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "html"))
+        .collect();
+    assert_eq!(html.len(), 1);
+    let page = std::fs::read_to_string(&html[0]).unwrap();
+    assert!(page.contains("id=\"face-0\""));
+}
+
+#[test]
+fn a_snapshot_saves_the_frame_with_its_boxes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_harness(demo_options(dir.path().to_path_buf()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    h.run_steps(2);
+    let msg = h.state().as_ref().unwrap().record_message.clone().unwrap();
+    assert!(msg.starts_with("saved snapshot to "), "{msg}");
+    let path = PathBuf::from(msg.trim_start_matches("saved snapshot to "));
+    let img = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (640, 480));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "snapshots show people: owner only");
+    // The box is drawn in the top class's colour somewhere on it.
+    let f = &h.state().as_ref().unwrap().faces[0];
+    let [r, g, b] = f.smoothed.classes().color(f.smoothed.top_index());
+    assert!(img.pixels().any(|p| p.0 == [r, g, b]));
+}

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use egui::{Key, KeyboardShortcut, Modifiers, TextureOptions, Ui};
 
+use super::afterwards::{self, Summaries};
 use super::chart::History;
 use super::dialogs::{Dialogs, Purpose};
+use super::summary::{self, SummaryAction};
 use super::{menus, panels, video};
 use crate::capture::{self, SourceOptions, SourceSpec, camera::CameraInfo};
 use crate::pipeline::{Scored, Stats, Waker};
@@ -22,6 +24,8 @@ pub const RECORD_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::C
 pub const OPEN_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
 /// Play or pause a file source.
 pub const PLAY_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::NONE, Key::Space);
+/// Save a snapshot of the current frame with its overlays.
+pub const SNAPSHOT_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::S);
 
 /// Most entries kept in File > Recent weights.
 const MAX_RECENT: usize = 8;
@@ -109,6 +113,8 @@ pub struct EmocamApp {
     latencies_ms: Vec<f64>,
     pub(super) started: Instant,
     pub(super) dialogs: Dialogs,
+    /// The "Session summary" window's recording, being read or shown.
+    pub summaries: Summaries,
     screenshot_taken: bool,
     /// The signal thread that closes the window on SIGTERM, ended when the app shuts down.
     signals: Option<signal_hook::iterator::Handle>,
@@ -165,6 +171,7 @@ impl EmocamApp {
             latencies_ms: Vec::new(),
             started: Instant::now(),
             dialogs: Dialogs::default(),
+            summaries: Summaries::default(),
             screenshot_taken: false,
             signals: None,
             opts,
@@ -276,10 +283,35 @@ impl EmocamApp {
         };
     }
 
-    /// Stop recording and say where the rows went.
+    /// Stop recording, say where the rows went, and open its summary.
     pub fn stop_recording(&mut self) {
         let r = self.session.stop_recording();
+        if let Some(Ok(s)) = &r
+            && s.rows > 0
+        {
+            self.summaries.open(s.path.clone());
+        }
         self.note_recording(r);
+    }
+
+    /// Open the summary of a recording made earlier.
+    pub fn open_recording(&mut self, path: PathBuf) {
+        self.summaries.open(path);
+    }
+
+    /// Save the current frame with its boxes and labels as a PNG in the recordings folder.
+    pub fn save_snapshot(&mut self) {
+        let Some(s) = &self.latest else {
+            self.record_message = Some("no frame to save yet".into());
+            return;
+        };
+        let path = afterwards::snapshot_path(&self.opts.record_dir);
+        self.record_message = Some(
+            match afterwards::save_snapshot(&s.frame.rgb, &self.faces, &path) {
+                Ok(()) => format!("saved snapshot to {}", path.display()),
+                Err(e) => format!("cannot save snapshot: {e}"),
+            },
+        );
     }
 
     fn note_recording(&mut self, r: Option<crate::error::Result<record::RecordSummary>>) {
@@ -402,6 +434,33 @@ impl EmocamApp {
         match picked {
             Some((Purpose::Weights, p)) => self.open_weights(p),
             Some((Purpose::Source, p)) => self.open_source(p),
+            Some((Purpose::Recording, p)) => self.open_recording(p),
+            Some((Purpose::Report, p)) => {
+                if let Some(s) = &self.summaries.shown {
+                    self.record_message = Some(match afterwards::save_report(s, &p) {
+                        Ok(html) => format!("saved report to {}", html.display()),
+                        Err(e) => format!("cannot save the report: {e}"),
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The summary window, while one is open.
+    fn summary_window(&mut self, ctx: &egui::Context) {
+        if let Some(e) = self.summaries.poll(ctx) {
+            self.record_message = Some(e);
+        }
+        let Some(s) = &self.summaries.shown else {
+            return;
+        };
+        match summary::show_summary(ctx, s) {
+            Some(SummaryAction::SaveReport) => {
+                let suggested = afterwards::default_report_path(&s.path);
+                self.dialogs.save(Purpose::Report, &suggested);
+            }
+            Some(SummaryAction::Close) => self.summaries.shown = None,
             None => {}
         }
     }
@@ -412,6 +471,9 @@ impl EmocamApp {
         }
         if ui.input_mut(|i| i.consume_shortcut(&OPEN_SHORTCUT)) {
             self.pick_weights();
+        }
+        if ui.input_mut(|i| i.consume_shortcut(&SNAPSHOT_SHORTCUT)) {
+            self.save_snapshot();
         }
         let typing = ui.ctx().egui_wants_keyboard_input();
         if !typing && ui.input_mut(|i| i.consume_shortcut(&PLAY_SHORTCUT)) {
@@ -500,6 +562,7 @@ impl EmocamApp {
                 ui.centered_and_justified(|ui| ui.label("Waiting for the first frame..."));
             }
         });
+        self.summary_window(&ui.ctx().clone());
         let typed = self.dialogs.show(ui);
         self.handle_picked(typed);
         self.scripted_exit(ui);

@@ -14,6 +14,10 @@ pub enum Purpose {
     Weights,
     /// A video, an image, a GIF or a folder's first image.
     Source,
+    /// A recording (CSV) to summarise.
+    Recording,
+    /// Where to save a recording's HTML report.
+    Report,
 }
 
 impl Purpose {
@@ -21,6 +25,8 @@ impl Purpose {
         match self {
             Purpose::Weights => "Open weights",
             Purpose::Source => "Open video or images",
+            Purpose::Recording => "Open recording",
+            Purpose::Report => "Save report",
         }
     }
 
@@ -28,6 +34,8 @@ impl Purpose {
         match self {
             Purpose::Weights => "weights/model.safetensors or model.onnx",
             Purpose::Source => "clip.mp4, a folder of images, or photo.jpg",
+            Purpose::Recording => "emocam-recordings/emocam-20261201-101500.csv",
+            Purpose::Report => "session.html",
         }
     }
 
@@ -47,6 +55,8 @@ impl Purpose {
                     ],
                 )
                 .add_filter("any file", &["*"]),
+            Purpose::Recording => d.add_filter("recordings (CSV)", &["csv"]),
+            Purpose::Report => d.add_filter("HTML report", &["html"]),
         };
         if let Some(dir) = start_dir {
             d = d.set_directory(dir);
@@ -62,6 +72,8 @@ pub struct Dialogs {
     pending: Option<(Instant, Purpose, Receiver<Option<PathBuf>>)>,
     /// The in-app path field, shown when no native dialog answers.
     path_field: Option<(Purpose, String)>,
+    /// What the path field starts with when a save dialog falls back to it.
+    suggested: Option<String>,
 }
 
 impl Dialogs {
@@ -85,6 +97,29 @@ impl Dialogs {
         self.path_field = Some((purpose, String::new()));
     }
 
+    /// Ask where to save, starting at `suggested` (the native save dialog asks before
+    /// replacing a file; the path field, its fallback, starts with the suggestion).
+    pub fn save(&mut self, purpose: Purpose, suggested: &Path) {
+        let (tx, rx) = bounded(1);
+        let dir = suggested.parent().map(Path::to_path_buf);
+        let name = suggested
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let spawned = std::thread::Builder::new()
+            .name("emocam-file-dialog".into())
+            .spawn(move || {
+                let _ = tx.send(purpose.dialog(dir).set_file_name(name).save_file());
+            });
+        match spawned {
+            Ok(_) => self.pending = Some((Instant::now(), purpose, rx)),
+            Err(_) => {
+                self.path_field = Some((purpose, suggested.display().to_string()));
+            }
+        }
+        self.suggested = Some(suggested.display().to_string());
+    }
+
     /// A file the user picked since the last call. A native dialog that answers "nothing" at
     /// once never showed (rfd found no portal and no zenity): the path field opens instead.
     pub fn poll(&mut self, ctx: &egui::Context) -> Option<(Purpose, PathBuf)> {
@@ -95,7 +130,10 @@ impl Dialogs {
                 self.pending = None;
                 match answer {
                     Some(p) => return Some((purpose, p)),
-                    None if instant => self.path_field = Some((purpose, String::new())),
+                    None if instant => {
+                        let start = self.suggested.take().unwrap_or_default();
+                        self.path_field = Some((purpose, start));
+                    }
                     None => {}
                 }
             }
@@ -120,7 +158,12 @@ impl Dialogs {
                 );
                 ui.horizontal(|ui| {
                     let enter = r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
-                    if (ui.button("Open").clicked() || enter) && !text.trim().is_empty() {
+                    let verb = if purpose == Purpose::Report {
+                        "Save"
+                    } else {
+                        "Open"
+                    };
+                    if (ui.button(verb).clicked() || enter) && !text.trim().is_empty() {
                         chosen = Some((purpose, PathBuf::from(text.trim())));
                         keep = false;
                     }

@@ -2,7 +2,7 @@
 
 use egui::Ui;
 
-use super::app::{EmocamApp, OPEN_SHORTCUT, RECORD_SHORTCUT};
+use super::app::{EmocamApp, OPEN_SHORTCUT, RECORD_SHORTCUT, SNAPSHOT_SHORTCUT};
 use super::dialogs::Purpose;
 use crate::capture::{self, SourceSpec};
 use crate::model::BUILTIN_LABEL;
@@ -55,6 +55,15 @@ fn file_menu(app: &mut EmocamApp, ui: &mut Ui) {
         }
     });
     ui.separator();
+    if ui
+        .add(
+            egui::Button::new("Save snapshot")
+                .shortcut_text(ui.ctx().format_shortcut(&SNAPSHOT_SHORTCUT)),
+        )
+        .clicked()
+    {
+        app.save_snapshot();
+    }
     let label = if app.is_recording() {
         "Stop recording"
     } else {
@@ -65,6 +74,13 @@ fn file_menu(app: &mut EmocamApp, ui: &mut Ui) {
         .clicked()
     {
         app.toggle_recording();
+    }
+    if ui.button("Open recording...").clicked() {
+        app.dialogs
+            .pick(Purpose::Recording, Some(&app.opts.record_dir));
+    }
+    if ui.button("Open recording by path...").clicked() {
+        app.dialogs.ask_path(Purpose::Recording);
     }
     ui.separator();
     if ui.button("Quit").clicked() {

@@ -4,6 +4,7 @@
 //! the window adds to it; [`menus`], [`panels`], [`dialogs`], [`video`], [`bars`] and [`chart`]
 //! draw it.
 
+pub mod afterwards;
 pub mod app;
 pub mod bars;
 pub mod chart;
