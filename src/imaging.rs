@@ -455,6 +455,36 @@ pub fn crop_face(gray: &GrayImage, b: &FaceBox, margin: f32, size: u32) -> GrayI
     resize_gray(&crop, size, size)
 }
 
+/// [`crop_face`] for a colour frame, for models that take RGB: the same square, edge
+/// repetition and resizing (each channel as [`resize_gray`] resizes a gray crop), so a colour
+/// model sees the face exactly where a gray one would.
+pub fn crop_face_rgb(rgb: &RgbImage, b: &FaceBox, margin: f32, size: u32) -> RgbImage {
+    let (x, y, side) = square_around(b, margin);
+    let (fw, fh) = rgb.dimensions();
+    let raw = rgb.as_raw();
+    let mut planes: [Vec<u8>; 3] =
+        std::array::from_fn(|_| Vec::with_capacity((side * side) as usize));
+    for dy in 0..side as i32 {
+        let sy = (y + dy).clamp(0, fh as i32 - 1) as usize;
+        let row = &raw[sy * 3 * fw as usize..][..3 * fw as usize];
+        for dx in 0..side as i32 {
+            let sx = (x + dx).clamp(0, fw as i32 - 1) as usize;
+            for (plane, v) in planes.iter_mut().zip(&row[3 * sx..3 * sx + 3]) {
+                plane.push(*v);
+            }
+        }
+    }
+    let resized = planes.map(|p| {
+        let plane = GrayImage::from_raw(side, side, p).expect("buffer has side*side bytes");
+        resize_gray(&plane, size, size)
+    });
+    let mut out = Vec::with_capacity((size * size * 3) as usize);
+    for i in 0..(size * size) as usize {
+        out.extend(resized.iter().map(|p| p.as_raw()[i]));
+    }
+    RgbImage::from_raw(size, size, out).expect("buffer has size*size*3 bytes")
+}
+
 /// Mirror a grayscale image left to right (test-time augmentation, training flips).
 pub fn flip_horizontal(img: &GrayImage) -> GrayImage {
     image::imageops::flip_horizontal(img)

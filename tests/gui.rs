@@ -316,7 +316,10 @@ fn stopping_a_recording_opens_its_summary_and_saves_its_report() {
     // No file dialog here: the path field opens with the suggested name beside the CSV.
     let t0 = Instant::now();
     while h.query_by_label("Save").is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no path field for the report");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no path field for the report"
+        );
         std::thread::sleep(Duration::from_millis(20));
         h.step();
     }
@@ -353,4 +356,45 @@ fn a_snapshot_saves_the_frame_with_its_boxes() {
     let f = &h.state().as_ref().unwrap().faces[0];
     let [r, g, b] = f.smoothed.classes().color(f.smoothed.top_index());
     assert!(img.pixels().any(|p| p.0 == [r, g, b]));
+}
+
+#[test]
+fn a_bad_onnx_model_keeps_the_old_one_and_an_eight_class_model_shows_eight_bars() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = app_harness(demo_options(dir.path().to_path_buf()));
+    step_until(&mut h, |a| !a.faces.is_empty());
+    let model = h.state().as_ref().unwrap().model_name().to_string();
+    let bad = common::fixture("onnx/two_inputs.onnx");
+    h.state_mut().as_mut().unwrap().open_weights(bad);
+    step_until(&mut h, |a| a.weights_error.is_some());
+    h.step();
+    let app = h.state().as_ref().unwrap();
+    let err = app.weights_error.clone().unwrap();
+    assert!(
+        err.contains("two_inputs.onnx") && err.contains("2 inputs"),
+        "{err}"
+    );
+    assert_eq!(app.model_name(), model, "the old model keeps running");
+    step_until(&mut h, |a| !a.faces.is_empty());
+
+    // FER+'s eight classes, contempt among them: the bars follow the loaded model.
+    let eight = common::fixture("onnx/torch_cnn8.onnx");
+    h.state_mut().as_mut().unwrap().open_weights(eight.clone());
+    step_until(&mut h, |a| {
+        a.weights_pending().is_none()
+            && a.recent_weights.first() == Some(&eight)
+            && a.faces
+                .first()
+                .is_some_and(|f| f.smoothed.probs().len() == 8)
+    });
+    h.run_steps(2);
+    assert!(h.state().as_ref().unwrap().weights_error.is_none());
+    // Each class has its bar (and its line in the chart's legend).
+    let names = Emotion::ALL.map(|e| e.name());
+    for name in names.iter().chain(&["contempt"]) {
+        assert!(
+            h.query_all_by_label(name).next().is_some(),
+            "no bar for {name}"
+        );
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use emocam::imaging::{crop_face, to_gray};
 use emocam::model::onnx::{
@@ -715,4 +716,62 @@ fn export_subcommand_writes_a_model_that_loads_again() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("apply to ONNX models"), "{e}");
+}
+
+/// The astronaut in a 640x480 frame, tinted blue: a face the detector finds whose crop has
+/// a blue mean well above its red one.
+fn blue_face_frame() -> RgbImage {
+    let face = emocam::imaging::load_rgb(&common::fixture("astronaut.png")).unwrap();
+    let face = image::imageops::resize(&face, 400, 400, image::imageops::FilterType::Triangle);
+    let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([20, 30, 90]));
+    image::imageops::overlay(&mut frame, &face, 120, 40);
+    for p in frame.pixels_mut() {
+        let [r, g, b] = p.0;
+        p.0 = [r / 3, g / 2, b.saturating_add(60)];
+    }
+    frame
+}
+
+/// A colour model's scores on one frame through the live pipeline (detector, face stage,
+/// inference thread), and through the one-shot recogniser `predict` uses.
+#[test]
+fn a_colour_model_gets_colour_crops_in_the_pipeline_and_in_predict() {
+    use emocam::capture::{SourceOptions, SourceSpec};
+    use emocam::pipeline::{Pipeline, PipelineConfig};
+    let clf = Classifier::load(&onnx_fixture("rgb_mean.onnx")).unwrap();
+    assert!(clf.wants_colour());
+    assert!(!Classifier::builtin().unwrap().wants_colour());
+    let dir = tempfile::tempdir().unwrap();
+    let frame_path = dir.path().join("blue.png");
+    blue_face_frame().save(&frame_path).unwrap();
+    let source = emocam::capture::open(
+        &SourceSpec::Path(frame_path.clone()),
+        SourceOptions {
+            fps: Some(0.0),
+            looping: false,
+        },
+    )
+    .unwrap();
+    let p = Pipeline::start(source, clf, PipelineConfig::default(), Arc::new(|| {})).unwrap();
+    let scored = p
+        .results()
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(scored.faces.len(), 1, "the tinted face is found");
+    let s = &scored.faces[0].scores;
+    let (red, blue) = (s.get("red").unwrap(), s.get("blue").unwrap());
+    // Gray crops would give the three classes exactly a third each.
+    assert_eq!(s.top().0, "blue", "{s:?}");
+    assert!(blue - red > 0.1, "red {red}, blue {blue}");
+
+    let mut r = emocam::recognize::Recognizer::new(
+        FaceDetector::new(DetectorConfig::thorough()).unwrap(),
+        Classifier::load(&onnx_fixture("rgb_mean.onnx")).unwrap(),
+    );
+    let faces = r.analyze(&blue_face_frame()).unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0].scores.top().0, "blue");
+    r.tta = true;
+    let mirrored = r.analyze(&blue_face_frame()).unwrap();
+    assert_eq!(mirrored[0].scores.top().0, "blue");
 }

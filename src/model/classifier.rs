@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use crossbeam_channel::{Receiver, Sender};
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 
 use super::{
     Architecture, BUILTIN_LABEL, BUILTIN_WEIGHTS, FORWARD_CHUNK, InputScaling, LoadOptions, Member,
@@ -263,6 +263,73 @@ impl Classifier {
             .collect())
     }
 
+    /// Whether the model takes colour: an imported model with 3 input channels. Callers that
+    /// have the colour frame then crop RGB faces for [`Classifier::classify_crops`]; every other
+    /// model reads grayscale.
+    pub fn wants_colour(&self) -> bool {
+        matches!(self.members.as_slice(), [m] if matches!(&m.net, Net::Onnx(net) if net.channels() == 3))
+    }
+
+    /// Classify crops in the form the caller cut them: a colour model gets colour crops as they
+    /// are, any other model their grayscale (a colour model given gray crops sees the gray
+    /// repeated in each channel).
+    pub fn classify_crops(&self, crops: &FaceCrops) -> Result<Vec<Scores>> {
+        match crops {
+            FaceCrops::Gray(faces) => self.classify(faces),
+            FaceCrops::Rgb(faces) => self.classify_rgb(faces),
+        }
+    }
+
+    /// [`Classifier::classify`] for colour face crops.
+    pub fn classify_rgb(&self, faces: &[RgbImage]) -> Result<Vec<Scores>> {
+        self.rgb_scores(faces, false)
+    }
+
+    /// [`Classifier::classify_tta`] for colour face crops.
+    pub fn classify_rgb_tta(&self, faces: &[RgbImage]) -> Result<Vec<Scores>> {
+        self.rgb_scores(faces, true)
+    }
+
+    fn rgb_scores(&self, faces: &[RgbImage], mirror: bool) -> Result<Vec<Scores>> {
+        let onnx = match self.members.as_slice() {
+            [m] => match &m.net {
+                Net::Onnx(net) => Some(net),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(net) = onnx else {
+            let gray: Vec<GrayImage> = faces.iter().map(crate::imaging::to_gray).collect();
+            return if mirror {
+                self.classify_tta(&gray)
+            } else {
+                self.classify(&gray)
+            };
+        };
+        let rows = |faces: &[RgbImage]| -> Result<Rows> {
+            let crops: Vec<onnx::FaceCrop> = faces.iter().map(onnx::FaceCrop::Rgb).collect();
+            let rows = net.probs(&crops)?;
+            if rows.len() != faces.len() || rows.iter().any(|r| r.len() != self.order.len()) {
+                return Err(Error::weights(
+                    &self.source,
+                    "the network gives outputs of the wrong shape",
+                ));
+            }
+            Ok(rows)
+        };
+        let mut probs = rows(faces)?;
+        if mirror {
+            let flipped: Vec<RgbImage> =
+                faces.iter().map(image::imageops::flip_horizontal).collect();
+            for (row, other) in probs.iter_mut().zip(rows(&flipped)?) {
+                row.iter_mut()
+                    .zip(other)
+                    .for_each(|(a, b)| *a = (*a + b) / 2.0);
+            }
+        }
+        Ok(probs.iter().map(|p| self.to_scores(p)).collect())
+    }
+
     /// Probabilities per face in the model's class order; an ensemble averages its members,
     /// each fed at its own input size. `mirror` averages every member with the mirror images
     /// (test-time augmentation), as `flip_average` does for some.
@@ -340,6 +407,29 @@ impl Classifier {
     fn to_scores(&self, p: &[f32]) -> Scores {
         let probs = self.order.iter().map(|&i| p[i]).collect();
         Scores::new(self.classes.clone(), probs)
+    }
+}
+
+/// A frame's face crops, cut for the running model: grayscale, or colour for a model that
+/// [wants colour](Classifier::wants_colour).
+#[derive(Debug, Clone)]
+pub enum FaceCrops {
+    Gray(Vec<GrayImage>),
+    Rgb(Vec<RgbImage>),
+}
+
+impl FaceCrops {
+    /// How many faces.
+    pub fn len(&self) -> usize {
+        match self {
+            FaceCrops::Gray(v) => v.len(),
+            FaceCrops::Rgb(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

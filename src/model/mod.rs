@@ -24,7 +24,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::emotion::Emotion;
-pub use classifier::{Classifier, describe_source};
+pub use classifier::{Classifier, FaceCrops, describe_source};
 pub use mini_xception::MiniXception;
 pub use onnx::OnnxOptions as LoadOptions;
 pub use weights::WeightsFile;

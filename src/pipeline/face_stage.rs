@@ -2,16 +2,16 @@
 //! takes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use image::GrayImage;
 
-use super::{Counters, FaceBatch, Frame, Notice, PipelineConfig, Waker, deliver};
+use super::{Counters, CropShape, FaceBatch, Frame, Notice, PipelineConfig, Waker, deliver};
 use crate::detect::FaceDetector;
 use crate::imaging::to_gray;
-use crate::recognize::crop_faces;
+use crate::recognize::crop_for_model;
 
 /// What the face-stage thread owns.
 pub(super) struct FaceStage {
@@ -19,8 +19,8 @@ pub(super) struct FaceStage {
     pub lossy: bool,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
-    /// Side of the crops the running model takes (changes when weights are swapped).
-    pub input_size: Arc<AtomicU32>,
+    /// The crops the running model takes (changes when weights are swapped).
+    pub crop: Arc<CropShape>,
     pub demand: Sender<()>,
     pub frames: Receiver<Frame>,
     pub batches: Sender<FaceBatch>,
@@ -50,11 +50,14 @@ impl FaceStage {
             let t0 = Instant::now();
             let gray: GrayImage = to_gray(&frame.rgb);
             let boxes = detector.detect(&gray);
-            let crops = crop_faces(
+            let (size, colour) = self.crop.get();
+            let crops = crop_for_model(
+                Some(&frame.rgb),
                 &gray,
                 &boxes,
-                self.input_size.load(Ordering::Relaxed),
+                size,
                 self.config.margin,
+                colour,
             );
             let detect_ms = t0.elapsed().as_secs_f32() * 1e3;
             self.counters.detected.fetch_add(1, Ordering::Relaxed);

@@ -2,12 +2,12 @@
 //! when asked, keeping the running one if the new file is bad.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::{Command, Counters, FaceBatch, Notice, Scored, Waker, deliver};
+use super::{Command, Counters, CropShape, FaceBatch, Notice, Scored, Waker, deliver};
 use crate::emotion::FaceResult;
 use crate::model::Classifier;
 
@@ -17,7 +17,7 @@ pub(super) struct Inference {
     pub lossy: bool,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
-    pub input_size: Arc<AtomicU32>,
+    pub crop: Arc<CropShape>,
     pub commands: Receiver<Command>,
     pub batches: Receiver<FaceBatch>,
     pub results: Sender<Scored>,
@@ -38,7 +38,7 @@ impl Inference {
                 recv(self.commands) -> cmd => match cmd {
                     Ok(Command::SwapWeights(path)) => match Classifier::load(&path) {
                         Ok(c) => {
-                            self.input_size.store(c.input_size(), Ordering::Relaxed);
+                            self.crop.set(&c);
                             model = c.name().into();
                             self.notify(Notice::ModelLoaded {
                                 name: c.name().to_string(),
@@ -54,7 +54,7 @@ impl Inference {
                 recv(self.batches) -> batch => {
                     let Ok(batch) = batch else { break };
                     let t0 = Instant::now();
-                    let scores = match self.classifier.classify(&batch.crops) {
+                    let scores = match self.classifier.classify_crops(&batch.crops) {
                         Ok(s) => s,
                         Err(e) => {
                             self.notify(Notice::StageFailed(format!("inference: {e}")));

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use image::{GrayImage, RgbImage};
+use image::RgbImage;
 
 mod face_stage;
 mod inference;
@@ -35,7 +35,7 @@ use crate::detect::DetectorConfig;
 use crate::emotion::{Classes, FaceResult};
 use crate::error::{Error, Result};
 use crate::imaging::FaceBox;
-use crate::model::Classifier;
+use crate::model::{Classifier, FaceCrops};
 use crate::recognize::DEFAULT_MARGIN;
 
 /// Called by the pipeline after each result or notice (the GUI requests a repaint).
@@ -60,8 +60,37 @@ pub struct Frame {
 struct FaceBatch {
     frame: Frame,
     boxes: Vec<FaceBox>,
-    crops: Vec<GrayImage>,
+    crops: FaceCrops,
     detect_ms: f32,
+}
+
+/// The crops the running model takes, shared by the face stage (which cuts them) and the
+/// inference thread (which changes them when it swaps weights).
+struct CropShape {
+    size: AtomicU32,
+    colour: AtomicBool,
+}
+
+impl CropShape {
+    fn of(c: &Classifier) -> Self {
+        Self {
+            size: AtomicU32::new(c.input_size()),
+            colour: AtomicBool::new(c.wants_colour()),
+        }
+    }
+
+    fn set(&self, c: &Classifier) {
+        self.size.store(c.input_size(), Ordering::Relaxed);
+        self.colour.store(c.wants_colour(), Ordering::Relaxed);
+    }
+
+    /// Side of the square crop, and whether it is colour.
+    fn get(&self) -> (u32, bool) {
+        (
+            self.size.load(Ordering::Relaxed),
+            self.colour.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// A processed frame: its faces and their scores.
@@ -267,7 +296,7 @@ impl Pipeline {
         let (result_tx, result_rx) = bounded::<Scored>(2);
         let (notice_tx, notice_rx) = bounded::<Notice>(64);
         let (cmd_tx, cmd_rx) = bounded::<Command>(8);
-        let input_size = Arc::new(AtomicU32::new(classifier.input_size()));
+        let crop = Arc::new(CropShape::of(&classifier));
 
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -293,7 +322,7 @@ impl Pipeline {
             lossy,
             counters: counters.clone(),
             stop: stop.clone(),
-            input_size: input_size.clone(),
+            crop: crop.clone(),
             demand: demand_tx,
             frames: frame_rx,
             batches: batch_tx,
@@ -306,7 +335,7 @@ impl Pipeline {
             lossy,
             counters: counters.clone(),
             stop: stop.clone(),
-            input_size,
+            crop,
             commands: cmd_rx,
             batches: batch_rx,
             results: result_tx,
