@@ -67,8 +67,12 @@ enum Command {
 
 fn main() -> ExitCode {
     emocam::runtime::init_cpu_runtime();
-    cli::quiet_on_closed_pipe();
     let cli = Cli::parse();
+    // Only the subcommands print for a reader that may go away; the window keeps Rust's
+    // ignored SIGPIPE, since its display connections can see a closed socket while they close.
+    if cli.command.is_some() {
+        cli::quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Some(Command::Predict(a)) => cli::predict::run(a),
         Some(Command::Eval(a)) => cli::eval::run(a),

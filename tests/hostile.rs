@@ -451,3 +451,62 @@ fn train_refuses_a_device_or_its_own_data_as_out_before_loading_anything() {
     let o = train(&dir.path().join("out.safetensors"), &["--lr", "-1"]);
     assert_quick_refusal(&o, "--lr", &["-1"]);
 }
+
+/// Resident memory (MiB) and thread count of a running process, from `/proc`.
+fn rss_and_threads(pid: u32) -> Option<(f64, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")? / 1024.0, field("Threads:")? as u32))
+}
+
+/// A long live run keeps its memory flat and its threads fixed. Ignored by default (it takes
+/// `EMOCAM_SOAK_SECS`, default 120 s); the one-hour soak is
+/// `EMOCAM_SOAK_SECS=3600 cargo test --release --test hostile -- --ignored soak`.
+#[test]
+#[ignore = "a soak of minutes; run it with --ignored"]
+fn soak_a_live_run_keeps_memory_flat() {
+    let secs: u64 = std::env::var("EMOCAM_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_emocam"))
+        .args(["run", "--source", "demo", "--fps", "30"])
+        .args(["--max-frames", &(secs * 30).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut samples = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        if let Some(s) = rss_and_threads(child.id()) {
+            samples.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        samples.len() as u64 >= secs / 2,
+        "{} samples",
+        samples.len()
+    );
+    // After a warm-up of a fifth of the run, the plateau: no growth beyond noise.
+    let warm = &samples[samples.len() / 5..];
+    let (first, last) = warm.split_at(warm.len() / 2);
+    let peak = |s: &[(f64, u32)]| s.iter().map(|x| x.0).fold(0.0, f64::max);
+    println!(
+        "RSS peak {:.1} MiB in the first half, {:.1} MiB in the second",
+        peak(first),
+        peak(last)
+    );
+    assert!(
+        peak(last) <= peak(first) * 1.05 + 8.0,
+        "memory grew from {:.1} to {:.1} MiB",
+        peak(first),
+        peak(last)
+    );
+    let threads: std::collections::BTreeSet<u32> = warm.iter().map(|x| x.1).collect();
+    assert_eq!(threads.len(), 1, "thread count changed: {threads:?}");
+}

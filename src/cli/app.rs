@@ -15,7 +15,7 @@ pub struct AppArgs {
     camera: Option<u32>,
     #[command(flatten)]
     source: SourceArgs,
-    /// Weights file (.safetensors) to start with; default: the built-in model (weights/emocam-fer2013.safetensors).
+    /// Weights file (.safetensors or .onnx) to start with; default: the built-in model (weights/emocam-fer2013.safetensors).
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Folder for recordings.
@@ -27,6 +27,9 @@ pub struct AppArgs {
     /// Close the window after this many seconds (scripted runs, CI).
     #[arg(long)]
     quit_after: Option<f64>,
+    /// Start recording to a new CSV in --record-dir as soon as the window opens.
+    #[arg(long)]
+    record: bool,
 }
 
 #[cfg(not(feature = "gui"))]
@@ -54,6 +57,7 @@ pub fn run(args: AppArgs) -> Result<ExitCode> {
             .quit_after
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(std::time::Duration::from_secs_f64),
+        record: args.record,
     };
     emocam::gui::run(opts)?;
     Ok(ExitCode::SUCCESS)

@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub screenshot: Option<PathBuf>,
     /// Close the window after this long (for scripted runs and CI).
     pub quit_after: Option<Duration>,
+    /// Start recording as soon as the window opens.
+    pub record: bool,
 }
 
 impl Default for AppOptions {
@@ -57,6 +59,7 @@ impl Default for AppOptions {
             record_dir: record::default_dir(),
             screenshot: None,
             quit_after: None,
+            record: false,
         }
     }
 }
@@ -153,7 +156,7 @@ impl EmocamApp {
             ..SessionConfig::default()
         };
         let (session, weights_error) = Session::start_lenient(config, waker);
-        Self {
+        let mut app = Self {
             ctx: ctx.clone(),
             session,
             cameras,
@@ -175,7 +178,11 @@ impl EmocamApp {
             screenshot_taken: false,
             signals: None,
             opts,
+        };
+        if app.opts.record {
+            app.toggle_recording();
         }
+        app
     }
 
     /// Name of the running model.
