@@ -6,7 +6,11 @@ The frame is the one `tests/pipeline.rs` builds: `tests/fixtures/astronaut.png` 
 `FER(mtcnn=False)` is fer's default: OpenCV's Haar cascade, then its TFLite mini-Xception.
 
     pip install fer opencv-python-headless pillow tensorflow   # or fer --no-deps plus these
-    python3 docs/bench-fer.py [FRAMES]                          # default 300, after 20 warm-up
+    python3 docs/bench-fer.py [FRAMES [FRAME.png]]              # default 300, after 20 warm-up
+
+With FRAME.png it also saves the frame, for emocam to run on the same pixels:
+
+    emocam run --source FRAME.png --loop --fps 0 --max-frames 600 --detector live --json
 
 On a machine where other work runs, `chrt -f 1 python3 docs/bench-fer.py` (as root) keeps it
 out of the way; fer uses both cores (OpenCV's cascade runs in parallel), so `nice` is not enough.
@@ -28,6 +32,8 @@ frame = np.full((480, 640, 3), 90, dtype=np.uint8)
 frame[40:440, 120:520] = face
 
 frames = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+if len(sys.argv) > 2:
+    cv2.imwrite(sys.argv[2], frame)
 detector = FER(mtcnn=False)
 for _ in range(20):
     found = detector.detect_emotions(frame)
