@@ -113,7 +113,9 @@ fn round4(x: f64) -> f64 {
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pct = |x: Option<f64>| x.map_or("    -".to_string(), |x| format!("{:5.1}", 100.0 * x));
+        // An undefined figure (a class with no samples, or never predicted) is a bare "-".
+        let pct =
+            |x: Option<f64>| x.map_or("     -".to_string(), |x| format!("{:5.1}%", 100.0 * x));
         writeln!(
             f,
             "n = {}   accuracy = {:.2}%   balanced accuracy = {:.2}%{}",
@@ -129,7 +131,7 @@ impl fmt::Display for EvalReport {
             let n: usize = self.confusion[i].iter().sum();
             writeln!(
                 f,
-                "{:<9} {}%    {}%  {}%  {:8}",
+                "{:<9} {}    {}  {}  {:8}",
                 name,
                 pct(r[i]),
                 pct(p[i]),
