@@ -27,6 +27,10 @@ pub struct AppArgs {
     /// Close the window after this many seconds (scripted runs, CI).
     #[arg(long)]
     quit_after: Option<f64>,
+    /// Smallest face to find, in pixels of the frame (default: 5% of the frame height, at
+    /// least 40); smaller values search finer and cost more.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
+    min_face: Option<u32>,
 }
 
 #[cfg(not(feature = "gui"))]
@@ -50,6 +54,7 @@ pub fn run(args: AppArgs) -> Result<ExitCode> {
         weights: args.weights,
         record_dir: args.record_dir,
         screenshot: args.screenshot,
+        min_face: args.min_face,
         quit_after: args
             .quit_after
             .filter(|s| s.is_finite() && *s >= 0.0)

@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub screenshot: Option<PathBuf>,
     /// Close the window after this long (for scripted runs and CI).
     pub quit_after: Option<Duration>,
+    /// Smallest face to find, in frame pixels (`None`: 5% of the frame height, at least 40).
+    pub min_face: Option<u32>,
 }
 
 impl Default for AppOptions {
@@ -57,6 +59,7 @@ impl Default for AppOptions {
             record_dir: record::default_dir(),
             screenshot: None,
             quit_after: None,
+            min_face: None,
         }
     }
 }
@@ -150,6 +153,10 @@ impl EmocamApp {
             source,
             source_options: opts.source_options,
             weights: opts.weights.clone(),
+            pipeline: crate::pipeline::PipelineConfig {
+                min_face: opts.min_face,
+                ..Default::default()
+            },
             ..SessionConfig::default()
         };
         let (session, weights_error) = Session::start_lenient(config, waker);
