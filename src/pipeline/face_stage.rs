@@ -96,6 +96,7 @@ impl Searcher {
         let thread = std::thread::Builder::new()
             .name("emocam-search".into())
             .spawn(move || {
+                lower_priority();
                 // rustface's detector is not Send: it is made on the thread that uses it.
                 let Ok(mut det) = FaceDetector::new(config) else {
                     return;
@@ -179,6 +180,19 @@ impl Drop for Searcher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Run the calling thread below the others: a full-frame search only looks for faces not yet
+/// followed, so it takes the CPU the per-frame work leaves over. Without this, an unpaced run
+/// had the search thread take a core of two from the frames. Best effort: where the priority
+/// cannot be lowered the search still runs, only less politely.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id only changes its scheduling weight.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
 }
 
