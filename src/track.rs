@@ -130,14 +130,25 @@ impl Tracker {
         self.tracks.iter().map(|t| t.predict(t_ms)).collect()
     }
 
+    /// Where each followed face is expected at time `t_ms`, with how long ago (ms) the
+    /// detector last found it: the longer, the less sure the prediction.
+    pub fn predicted_unseen(&self, t_ms: f64) -> Vec<(FaceBox, f64)> {
+        self.tracks
+            .iter()
+            .map(|t| (t.predict(t_ms), (t_ms - t.last_detected_ms).max(0.0)))
+            .collect()
+    }
+
     /// Start tracks for faces a full-frame search found in an earlier frame (at `t_ms`) that
     /// no track covers; they are confirmed or dropped by the next frame's searches around them.
     pub fn add_found(&mut self, t_ms: f64, found: &[FaceBox]) {
         for d in found {
+            // Only a fit counts: in a group the boxes of neighbours touch, and a new face
+            // beside a followed one must not be taken for it.
             let known = self
                 .tracks
                 .iter()
-                .any(|t| fit(&t.predict(t_ms), d).is_some() || t.predict(t_ms).iou(d) > 0.0);
+                .any(|t| fit(&t.predict(t_ms), d).is_some());
             if !known {
                 self.start(*d, t_ms);
             }

@@ -376,3 +376,30 @@ fn ids_and_smoothing_survive_a_weights_swap() {
     assert_eq!(ids.len(), 1, "one face, one id across the swap: {ids:?}");
     assert!(out.iter().all(|s| s.faces.len() == 1));
 }
+
+#[test]
+fn faces_entering_a_panning_group_shot_are_picked_up() {
+    let photo = emocam::imaging::load_rgb(&common::fixture("solvay_1927_scientists.jpg")).unwrap();
+    // The photograph at 2000 px wide, seen through a 640x480 window panning 6 px a frame:
+    // faces leave on the left and new ones come in on the right all the time.
+    let h = photo.height() * 2000 / photo.width();
+    let big = Arc::new(imageops::resize(
+        &photo,
+        2000,
+        h,
+        imageops::FilterType::Triangle,
+    ));
+    let view =
+        move |i: u64| imageops::crop_imm(&*big, 100 + i as u32 * 6, 100, 640, 480).to_image();
+    let n = 120u64;
+    let out = run(n, PipelineConfig::default(), view.clone());
+    let mut det = FaceDetector::new(DetectorConfig::thorough()).unwrap();
+    let mut short = 0;
+    for i in (30..n).step_by(10) {
+        let thorough = det.detect(&emocam::imaging::to_gray(&view(i))).len();
+        let live = out[i as usize].faces.len();
+        println!("frame {i}: thorough {thorough}, followed {live}");
+        short += thorough.saturating_sub(live);
+    }
+    assert!(short <= 4, "{short} faces missing over 9 sampled frames");
+}
