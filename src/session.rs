@@ -15,7 +15,7 @@ use crate::model::Classifier;
 use crate::outfile::OutputPolicy;
 use crate::pipeline::{Notice, Pipeline, PipelineConfig, Scored, SourceInfo, Stats, Waker};
 use crate::record::{RecordSummary, Recorder, Row};
-use crate::track::{TrackedFace, Tracker};
+use crate::track::{Smoother, TrackedFace};
 
 /// How a session starts.
 #[derive(Debug, Clone)]
@@ -83,7 +83,8 @@ pub struct Session {
     config: SessionConfig,
     waker: Waker,
     pipeline: Option<Pipeline>,
-    tracker: Tracker,
+    /// Moving averages of scores, by the face stage's ids.
+    smoother: Smoother,
     recorder: Option<Recorder>,
     model: ModelState,
     /// Why the source or pipeline is not running, if it is not.
@@ -149,7 +150,7 @@ impl Session {
             config,
             waker,
             pipeline: None,
-            tracker: Tracker::new(),
+            smoother: Smoother::new(),
             recorder: None,
             model,
             source_error: None,
@@ -171,7 +172,7 @@ impl Session {
             config,
             waker,
             pipeline: None,
-            tracker: Tracker::new(),
+            smoother: Smoother::new(),
             recorder: None,
             model,
             source_error: None,
@@ -200,7 +201,7 @@ impl Session {
         if let Some(p) = self.pipeline.take() {
             p.shutdown();
         }
-        self.tracker = Tracker::new();
+        self.smoother = Smoother::new();
         self.source_error = None;
         self.source_ended = false;
         self.position_ms = None;
@@ -346,9 +347,21 @@ impl Session {
     }
 
     fn on_scored(&mut self, s: Scored) -> Event {
-        let faces = self
-            .tracker
-            .update(s.frame.index, &s.faces, self.config.smoothing);
+        let frame = s.frame.index;
+        let faces: Vec<TrackedFace> = s
+            .faces
+            .iter()
+            .map(|f| TrackedFace {
+                id: f.id,
+                bbox: f.bbox,
+                detected: f.detected,
+                raw: f.scores.clone(),
+                smoothed: self
+                    .smoother
+                    .update(frame, f.id, &f.scores, self.config.smoothing),
+            })
+            .collect();
+        self.smoother.forget_old(frame);
         if s.frame.source_ms.is_some() {
             self.position_ms = s.frame.source_ms;
         }
@@ -444,8 +457,8 @@ impl Session {
     pub fn seek(&mut self, ms: f64) {
         if let Some(p) = &self.pipeline {
             p.seek(ms);
-            // Smoothing across a jump would blend two moments; ids restart too.
-            self.tracker = Tracker::new();
+            // Smoothing across a jump would blend two moments.
+            self.smoother = Smoother::new();
         }
     }
 

@@ -398,3 +398,40 @@ fn a_bad_onnx_model_keeps_the_old_one_and_an_eight_class_model_shows_eight_bars(
         );
     }
 }
+
+#[test]
+fn a_covered_face_is_listed_as_carried_under_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let face = emocam::imaging::load_rgb(&common::fixture("astronaut.png")).unwrap();
+    let face = image::imageops::resize(&face, 300, 300, image::imageops::FilterType::Triangle);
+    for i in 0..40 {
+        let mut frame = image::RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
+        image::imageops::overlay(&mut frame, &face, 170, 90);
+        if i >= 10 {
+            // A grey card over the face: the detector no longer finds it.
+            let card = image::RgbImage::from_pixel(240, 260, image::Rgb([128, 128, 128]));
+            image::imageops::overlay(&mut frame, &card, 200, 100);
+        }
+        frame.save(frames.join(format!("f{i:03}.png"))).unwrap();
+    }
+    let mut h = app_harness(AppOptions {
+        source: Some(SourceSpec::Path(frames)),
+        source_options: SourceOptions {
+            fps: Some(15.0),
+            looping: false,
+        },
+        record_dir: dir.path().to_path_buf(),
+        ..AppOptions::default()
+    });
+    step_until(&mut h, |a| a.faces.iter().any(|f| f.detected));
+    let id = h.state().as_ref().unwrap().faces[0].id;
+    step_until(&mut h, |a| a.faces.iter().any(|f| !f.detected));
+    let carried = h.state().as_ref().unwrap().faces.clone();
+    assert_eq!(carried.len(), 1);
+    assert_eq!(carried[0].id, id, "the carried face keeps its id");
+    h.step();
+    h.get_by_label_contains(&format!("Face #{id}:"));
+    h.get_by_label_contains("(carried)");
+}

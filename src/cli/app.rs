@@ -30,6 +30,10 @@ pub struct AppArgs {
     /// Start recording to a new CSV in --record-dir as soon as the window opens.
     #[arg(long)]
     record: bool,
+    /// Smallest face to find, in pixels of the frame (default: 5% of the frame height, at
+    /// least 40); smaller values search finer and cost more.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
+    min_face: Option<u32>,
 }
 
 #[cfg(not(feature = "gui"))]
@@ -53,6 +57,7 @@ pub fn run(args: AppArgs) -> Result<ExitCode> {
         weights: args.weights,
         record_dir: args.record_dir,
         screenshot: args.screenshot,
+        min_face: args.min_face,
         quit_after: args
             .quit_after
             .filter(|s| s.is_finite() && *s >= 0.0)

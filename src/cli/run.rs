@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// thorough for still images and folders of them, live for video, cameras and the demo.
     #[arg(long, value_enum)]
     detector: Option<Detector>,
+    /// Smallest face to find in video, in pixels of the frame (default: 5% of the frame
+    /// height, at least 40); smaller values search finer and cost more.
+    #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
+    min_face: Option<u32>,
     /// Print each source's summary as one JSON line.
     #[arg(long)]
     json: bool,
@@ -91,7 +95,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             Some(Detector::Thorough) => DetectorConfig::thorough(),
             Some(Detector::Live) => DetectorConfig::live(),
             None if still => DetectorConfig::thorough(),
-            None => DetectorConfig::live(),
+            None => DetectorConfig::tracking(),
         };
         let mut source_options = a.pace.options();
         if a.annotate.is_some() && source_options.fps.is_none() {
@@ -104,6 +108,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             weights: a.weights.weights.clone(),
             pipeline: PipelineConfig {
                 detector,
+                // Still images stand alone: each is searched whole, nothing is carried over.
+                tracking: !still,
+                min_face: a.min_face,
                 ..PipelineConfig::default()
             },
             ..SessionConfig::default()

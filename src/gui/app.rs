@@ -48,6 +48,8 @@ pub struct AppOptions {
     pub quit_after: Option<Duration>,
     /// Start recording as soon as the window opens.
     pub record: bool,
+    /// Smallest face to find, in frame pixels (`None`: 5% of the frame height, at least 40).
+    pub min_face: Option<u32>,
 }
 
 impl Default for AppOptions {
@@ -60,6 +62,7 @@ impl Default for AppOptions {
             screenshot: None,
             quit_after: None,
             record: false,
+            min_face: None,
         }
     }
 }
@@ -153,6 +156,10 @@ impl EmocamApp {
             source,
             source_options: opts.source_options,
             weights: opts.weights.clone(),
+            pipeline: crate::pipeline::PipelineConfig {
+                min_face: opts.min_face,
+                ..Default::default()
+            },
             ..SessionConfig::default()
         };
         let (session, weights_error) = Session::start_lenient(config, waker);

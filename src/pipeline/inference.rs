@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::{Command, Counters, CropShape, FaceBatch, Notice, Scored, Waker, deliver};
-use crate::emotion::FaceResult;
+use super::{Command, Counters, CropShape, FaceBatch, Notice, Scored, ScoredFace, Waker, deliver};
 use crate::model::Classifier;
 
 /// What the inference thread owns.
@@ -63,10 +62,15 @@ impl Inference {
                     };
                     let infer_ms = t0.elapsed().as_secs_f32() * 1e3;
                     let faces = batch
-                        .boxes
+                        .faces
                         .into_iter()
                         .zip(scores)
-                        .map(|(bbox, scores)| FaceResult { bbox, scores })
+                        .map(|(f, scores)| ScoredFace {
+                            id: f.id,
+                            detected: f.detected,
+                            bbox: f.bbox,
+                            scores,
+                        })
                         .collect();
                     self.counters.scored.fetch_add(1, Ordering::Relaxed);
                     let scored = Scored {

@@ -1,16 +1,26 @@
-//! The live pipeline: a capture thread, a face-stage thread (rustface + crops) and an inference
-//! thread (candle), joined by bounded crossbeam channels.
+//! The live pipeline: a capture thread, a face-stage thread (rustface, the tracker, crops) with
+//! its full-frame search thread, and an inference thread (candle), joined by bounded crossbeam
+//! channels.
 //!
 //! ```text
 //!  FrameSource --Frame--> face stage --FaceBatch--> inference --Scored--> consumer (GUI, `run`)
-//!                                                      ^ Command (swap weights)   Notice -->
+//!                          |  ^ new faces              ^ Command (swap weights)   Notice -->
+//!                          v  |
+//!                    full-frame search
 //! ```
+//! The face stage follows known faces in small regions on every frame while the search thread
+//! looks for new ones over the whole frame, so the stages keep both cores busy: the capture
+//! thread decodes the next frame, the face stage searches this one, the inference thread scores
+//! the previous one. Each face keeps the tracker's id, which the consumer uses for its smoothing
+//! and recordings (see [`ScoredFace`]).
+//!
 //! Live sources (cameras, paced files) never wait: a stage that is still busy finds at most one
 //! frame waiting, newer frames replace it and the replaced ones are counted as dropped. Unpaced
-//! file sources (`--fps 0`) instead produce each frame when the face stage asks for one, so
-//! every frame is processed and none waits in a queue (which would only add latency). Every
-//! message carries its frame's capture time, so consumers can show end-to-end latency. The
-//! pipeline calls a waker after each result; the GUI passes one that requests a repaint.
+//! file sources (`--fps 0`) instead produce each frame when the face stage asks for one (one
+//! frame ahead), so every frame is processed, in order, and none waits in a queue (which would
+//! only add latency). Every message carries its frame's capture time, so consumers can show
+//! end-to-end latency. The pipeline calls a waker after each result; the GUI passes one that
+//! requests a repaint.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,11 +42,12 @@ use source_thread::SourceLoop;
 
 use crate::capture::{FrameSource, Pacing};
 use crate::detect::DetectorConfig;
-use crate::emotion::{Classes, FaceResult};
+use crate::emotion::{Classes, FaceResult, Scores};
 use crate::error::{Error, Result};
 use crate::imaging::FaceBox;
 use crate::model::{Classifier, FaceCrops};
 use crate::recognize::DEFAULT_MARGIN;
+use crate::track::TrackedBox;
 
 /// Called by the pipeline after each result or notice (the GUI requests a repaint).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -59,7 +70,7 @@ pub struct Frame {
 /// A frame's faces on their way to the model.
 struct FaceBatch {
     frame: Frame,
-    boxes: Vec<FaceBox>,
+    faces: Vec<TrackedBox>,
     crops: FaceCrops,
     detect_ms: f32,
 }
@@ -93,11 +104,35 @@ impl CropShape {
     }
 }
 
+/// One face of a processed frame: its tracker id, where it is, how it scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredFace {
+    /// Stable id from the face stage's tracker: the same person keeps it from frame to frame
+    /// (and across weights swaps) while they are followed.
+    pub id: u64,
+    /// True when the detector found the face in this frame; false when the tracker carried it
+    /// on its predicted box (a hand over the face, a turn of the head).
+    pub detected: bool,
+    pub bbox: FaceBox,
+    pub scores: Scores,
+}
+
+impl ScoredFace {
+    /// The face without its tracking.
+    pub fn result(&self) -> FaceResult {
+        FaceResult {
+            bbox: self.bbox,
+            scores: self.scores.clone(),
+        }
+    }
+}
+
 /// A processed frame: its faces and their scores.
 #[derive(Clone)]
 pub struct Scored {
     pub frame: Frame,
-    pub faces: Vec<FaceResult>,
+    /// Every face of the frame, left to right.
+    pub faces: Vec<ScoredFace>,
     /// Name of the model that scored it.
     pub model: Arc<str>,
     /// Time spent finding and cropping faces.
@@ -194,16 +229,33 @@ impl Counters {
 /// Face-stage settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PipelineConfig {
+    /// Detector settings. With `tracking`, only its pyramid, step and threshold are used: the
+    /// search scale comes from `min_face` and from each followed face's size.
     pub detector: DetectorConfig,
     /// Crop margin around each face box (see [`DEFAULT_MARGIN`]).
     pub margin: f32,
+    /// Follow faces from frame to frame (video): stable ids, searches around known faces,
+    /// missed faces carried for up to a second. Off for still images, where each frame is
+    /// searched whole with `detector` and stands alone.
+    pub tracking: bool,
+    /// Smallest face to find, in frame pixels (`None`: 5% of the frame height, at least 40).
+    pub min_face: Option<u32>,
+    /// Start a whole-frame search for new faces at most this often, in milliseconds of the
+    /// source's time (one runs at a time, beside the searches around known faces).
+    pub full_search_ms: f64,
 }
+
+/// See [`PipelineConfig::full_search_ms`].
+pub const DEFAULT_FULL_SEARCH_MS: f64 = 250.0;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            detector: DetectorConfig::live(),
+            detector: DetectorConfig::tracking(),
             margin: DEFAULT_MARGIN,
+            tracking: true,
+            min_face: None,
+            full_search_ms: DEFAULT_FULL_SEARCH_MS,
         }
     }
 }
@@ -278,6 +330,18 @@ impl Pipeline {
         waker: Waker,
     ) -> Result<Self> {
         config.detector.validate()?;
+        if config.min_face == Some(0)
+            || config.full_search_ms.is_nan()
+            || config.full_search_ms < 0.0
+        {
+            return Err(Error::InvalidInput {
+                what: "pipeline settings".into(),
+                reason: format!(
+                    "min face {:?} px, full search every {} ms: expected a minimum face of at least 1 px and a non-negative interval",
+                    config.min_face, config.full_search_ms
+                ),
+            });
+        }
         let pacing = source.pacing();
         let lossy = pacing != Pacing::Unpaced;
         let info = SourceInfo {
