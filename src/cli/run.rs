@@ -40,8 +40,10 @@ pub struct RunArgs {
     /// Stop after this many processed frames (of each source).
     #[arg(long)]
     max_frames: Option<u64>,
-    /// Face search: `thorough` (full resolution, fine steps) or `live` (fast); default:
-    /// thorough for still images and folders of them, live for video, cameras and the demo.
+    /// Face search: `thorough` (each frame searched whole at full resolution, fine steps) or
+    /// `live` (faces followed from frame to frame, whole-frame searches for new ones at the
+    /// scale --min-face needs); default: thorough for still images and folders of them, live
+    /// for video, cameras and the demo (and `live` treats stills as frames of a video).
     #[arg(long, value_enum)]
     detector: Option<Detector>,
     /// Smallest face to find in video, in pixels of the frame (default: 5% of the frame
@@ -93,9 +95,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         let still = capture::is_still(&spec);
         let detector = match a.detector {
             Some(Detector::Thorough) => DetectorConfig::thorough(),
-            Some(Detector::Live) => DetectorConfig::live(),
             None if still => DetectorConfig::thorough(),
-            None => DetectorConfig::tracking(),
+            Some(Detector::Live) | None => DetectorConfig::tracking(),
+        };
+        // Still images stand alone (each searched whole, nothing carried over) unless told to
+        // be read as a video.
+        let tracking = match a.detector {
+            Some(Detector::Live) => true,
+            Some(Detector::Thorough) => false,
+            None => !still,
         };
         let mut source_options = a.pace.options();
         if a.annotate.is_some() && source_options.fps.is_none() {
@@ -108,8 +116,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             weights: a.weights.weights.clone(),
             pipeline: PipelineConfig {
                 detector,
-                // Still images stand alone: each is searched whole, nothing is carried over.
-                tracking: !still,
+                tracking,
                 min_face: a.min_face,
                 ..PipelineConfig::default()
             },
