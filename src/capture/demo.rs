@@ -103,29 +103,36 @@ impl DemoSource {
 }
 
 /// Bilinear resample of the window starting at `(x0, y0)` with `step` source pixels per output pixel.
+///
+/// Weights are 8-bit fixed point and each output row is written through a slice: the float
+/// version with a push per byte took a tenth of a core at 30 frames/s, more than the face
+/// search of the frame it drew.
 fn sample(src: &RgbImage, x0: f32, y0: f32, step: f32, (w, h): (u32, u32)) -> RgbImage {
     let (sw, sh) = (src.width() as usize, src.height() as usize);
-    let taps = |origin: f32, n: u32, max: usize| -> Vec<(usize, usize, f32)> {
+    let taps = |origin: f32, n: u32, max: usize| -> Vec<(usize, usize, u32)> {
         (0..n)
             .map(|o| {
                 let s = (origin + (o as f32 + 0.5) * step - 0.5).clamp(0.0, (max - 1) as f32);
                 let i0 = s.floor() as usize;
-                (i0, (i0 + 1).min(max - 1), s - i0 as f32)
+                let frac = ((s - i0 as f32) * 256.0).round() as u32;
+                (i0, (i0 + 1).min(max - 1), frac.min(256))
             })
             .collect()
     };
     let xs = taps(x0, w, sw);
     let ys = taps(y0, h, sh);
     let raw = src.as_raw();
-    let mut out = Vec::with_capacity((w * h * 3) as usize);
-    for &(y0, y1, ty) in &ys {
+    let row_len = w as usize * 3;
+    let mut out = vec![0u8; row_len * h as usize];
+    for (row, &(y0, y1, ty)) in out.chunks_exact_mut(row_len).zip(&ys) {
         let r0 = &raw[y0 * sw * 3..][..sw * 3];
         let r1 = &raw[y1 * sw * 3..][..sw * 3];
-        for &(x0, x1, tx) in &xs {
+        for (px, &(x0, x1, tx)) in row.chunks_exact_mut(3).zip(&xs) {
+            let (a, b) = (x0 * 3, x1 * 3);
             for c in 0..3 {
-                let top = r0[x0 * 3 + c] as f32 * (1.0 - tx) + r0[x1 * 3 + c] as f32 * tx;
-                let bot = r1[x0 * 3 + c] as f32 * (1.0 - tx) + r1[x1 * 3 + c] as f32 * tx;
-                out.push((top + (bot - top) * ty + 0.5) as u8);
+                let top = r0[a + c] as u32 * (256 - tx) + r0[b + c] as u32 * tx;
+                let bot = r1[a + c] as u32 * (256 - tx) + r1[b + c] as u32 * tx;
+                px[c] = ((top * (256 - ty) + bot * ty + (1 << 15)) >> 16) as u8;
             }
         }
     }
