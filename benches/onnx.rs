@@ -1,6 +1,8 @@
 //! An imported ONNX model against the native candle path: the shipped mini-Xception, exported
 //! as ONNX in the setup and imported again (tract-onnx), against the same weights run natively;
-//! and the default ensemble both ways. One face, and a batch of eight.
+//! and the default ensemble both ways. One face, and a batch of eight. The imported models run
+//! on one core, as the native ones here; `mini_xception_onnx_parallel` splits the faces across
+//! the cores, as an imported model does by default.
 //! `cargo bench --bench onnx`.
 
 use std::path::Path;
@@ -34,8 +36,11 @@ fn onnx(c: &mut Criterion) {
     let mini_file = WeightsFile::read(&mini_path).expect("shipped mini-Xception reads");
     let builtin_file =
         WeightsFile::parse(BUILTIN_WEIGHTS, Path::new(BUILTIN_LABEL)).expect("built-in parses");
-    let mini_onnx = imported(&mini_file, "mini-xception.onnx");
-    let builtin_onnx = imported(&builtin_file, "emocam-fer2013.onnx");
+    let mini_onnx_parallel = imported(&mini_file, "mini-xception.onnx");
+    let mut mini_onnx = imported(&mini_file, "mini-xception.onnx");
+    mini_onnx.set_parallel(false);
+    let mut builtin_onnx = imported(&builtin_file, "emocam-fer2013.onnx");
+    builtin_onnx.set_parallel(false);
     let mini_native = Classifier::load(&mini_path).expect("shipped mini-Xception loads");
     // One core, as the ONNX graph runs its passes one after the other.
     let mut builtin_native = Classifier::builtin().expect("built-in loads");
@@ -54,6 +59,11 @@ fn onnx(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("mini_xception_onnx", n), &crops, |b, x| {
             b.iter(|| mini_onnx.probs(x).expect("probs"))
         });
+        g.bench_with_input(
+            BenchmarkId::new("mini_xception_onnx_parallel", n),
+            &crops,
+            |b, x| b.iter(|| mini_onnx_parallel.probs(x).expect("probs")),
+        );
         g.bench_with_input(
             BenchmarkId::new("default_native_one_core", n),
             &batch,

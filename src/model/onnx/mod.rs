@@ -3,7 +3,8 @@
 //! in OpenCV's DNN module or in a browser.
 //!
 //! Import ([`OnnxNet::load`]) runs the graph with tract-onnx (pure Rust, optimised plans per
-//! batch size, its own threading off). The graph must have one image input, `(N, C, H, W)` or
+//! batch size, tract's own threading off; a call's faces split across the cores, see
+//! [`OnnxNet::set_parallel`]). The graph must have one image input, `(N, C, H, W)` or
 //! `(N, H, W, C)` float32 with 1 (gray) or 3 (RGB) channels, fixed height and width and any
 //! batch, and one output of class scores. What the graph cannot say comes from its
 //! `metadata_props` ([`meta`]): `name`, `classes`, `input_scaling`. Export
@@ -57,6 +58,8 @@ pub struct OnnxNet {
     affine: Vec<(f32, f32)>,
     softmax: SoftmaxFrom,
     notice: Option<String>,
+    /// Threads a call's faces are split across, the calling thread included.
+    threads: usize,
 }
 
 impl OnnxNet {
@@ -131,7 +134,9 @@ impl OnnxNet {
             affine,
             softmax: SoftmaxFrom::Applied,
             notice,
+            threads: 1,
         };
+        net.set_parallel(true);
         net.softmax = net.probe()?;
         Ok(net)
     }
@@ -171,6 +176,20 @@ impl OnnxNet {
         })
     }
 
+    /// Whether a call with several faces splits them across the machine's cores (at most one
+    /// thread per face): the calling thread takes the first share, scoped threads started for
+    /// the call the others. On by default: eight faces come back in about half the time on two
+    /// idle cores (docs/onnx.md, "Speed"); turn it off where the caller keeps every core busy
+    /// already. Each face runs through the same plan either way, so the scores do not depend
+    /// on it; where no thread can be started, the faces run one share after the other.
+    pub fn set_parallel(&mut self, on: bool) {
+        self.threads = if on {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
+    }
+
     /// Probabilities per face, one row of [`OnnxNet::classes`] each. Each crop is resized to
     /// the model's height and width with [`crate::imaging::resize_gray`] (per channel), scaled
     /// as its metadata says and laid out as its input asks. A NaN or infinite score fails the
@@ -183,8 +202,47 @@ impl OnnxNet {
         Ok(rows)
     }
 
-    /// The graph's scores per face, checked finite.
+    /// The graph's scores per face, checked finite; the faces split across
+    /// [`OnnxNet::set_parallel`]'s threads.
     fn raw_scores(&self, faces: &[FaceCrop]) -> Result<Vec<Vec<f32>>> {
+        let threads = self.threads.min(faces.len());
+        // Shares in whole multiples of the smallest plan, so that splitting never pads: a graph
+        // with a fixed batch of 8 runs 8 faces as one share.
+        let unit = self.plans.last().map_or(1, |(b, _)| (*b).max(1));
+        let share = faces.len().div_ceil(threads.max(1)).next_multiple_of(unit);
+        if threads <= 1 || share >= faces.len() {
+            return self.run_faces(faces, 0);
+        }
+        std::thread::scope(|s| {
+            let mut shares = faces.chunks(share).enumerate();
+            let own = shares.next().map_or(&[][..], |(_, c)| c);
+            // A share whose thread cannot be started runs on the calling thread afterwards.
+            let helpers: Vec<_> = shares
+                .map(|(i, chunk)| {
+                    let first = i * share;
+                    std::thread::Builder::new()
+                        .name("emocam-onnx".into())
+                        .spawn_scoped(s, move || self.run_faces(chunk, first))
+                        .map_err(|_| (chunk, first))
+                })
+                .collect();
+            let mut rows = self.run_faces(own, 0)?;
+            for h in helpers {
+                let part = match h {
+                    Ok(h) => h.join().map_err(|_| {
+                        Error::weights(&self.path, "a thread running the model panicked")
+                    })??,
+                    Err((chunk, first)) => self.run_faces(chunk, first)?,
+                };
+                rows.extend(part);
+            }
+            Ok(rows)
+        })
+    }
+
+    /// The graph's scores for `faces` on this thread, checked finite; `first` is the index of
+    /// `faces[0]` in the call, for messages.
+    fn run_faces(&self, faces: &[FaceCrop], first: usize) -> Result<Vec<Vec<f32>>> {
         let k = self.meta.classes.len();
         let mut rows = Vec::with_capacity(faces.len());
         let mut rest = faces;
@@ -227,7 +285,7 @@ impl OnnxNet {
                             "the model gave a non-finite score ({}) for class {:?} of face {}",
                             row[bad],
                             self.meta.classes[bad],
-                            rows.len() + i + 1
+                            first + rows.len() + i + 1
                         ),
                     ));
                 }
