@@ -205,6 +205,14 @@ impl Classifier {
     /// core busy with classifiers of its own. Where no thread can be started, the passes run
     /// one after the other. The scores do not depend on it.
     pub fn set_parallel(&mut self, on: bool) {
+        // An imported model splits a call's faces across the cores itself.
+        for m in &mut self.members {
+            if let Some(m) = Arc::get_mut(m)
+                && let Net::Onnx(net) = &mut m.net
+            {
+                net.set_parallel(on);
+            }
+        }
         if on == self.lanes.is_some() {
             return;
         }
