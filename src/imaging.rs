@@ -441,18 +441,25 @@ pub fn square_around(b: &FaceBox, margin: f32) -> (i32, i32, u32) {
 pub fn crop_face(gray: &GrayImage, b: &FaceBox, margin: f32, size: u32) -> GrayImage {
     let (x, y, side) = square_around(b, margin);
     let (fw, fh) = gray.dimensions();
-    let raw = gray.as_raw();
-    let mut crop = Vec::with_capacity((side * side) as usize);
-    for dy in 0..side as i32 {
-        let sy = (y + dy).clamp(0, fh as i32 - 1) as usize;
-        let row = &raw[sy * fw as usize..][..fw as usize];
-        for dx in 0..side as i32 {
-            let sx = (x + dx).clamp(0, fw as i32 - 1) as usize;
-            crop.push(row[sx]);
-        }
-    }
+    let crop = cut_square::<1>(gray.as_raw(), fw, fh, x, y, side);
     let crop = GrayImage::from_raw(side, side, crop).expect("buffer has side*side bytes");
     resize_gray(&crop, size, size)
+}
+
+/// The `side` x `side` square at `(x, y)` of a `fw` x `fh` frame of `C` interleaved channels,
+/// parts outside the frame repeating the nearest edge pixel.
+fn cut_square<const C: usize>(raw: &[u8], fw: u32, fh: u32, x: i32, y: i32, side: u32) -> Vec<u8> {
+    let (fw, side) = (fw as usize, side as usize);
+    let mut crop = Vec::with_capacity(side * side * C);
+    for dy in 0..side as i32 {
+        let sy = (y + dy).clamp(0, fh as i32 - 1) as usize;
+        let row = &raw[sy * fw * C..][..fw * C];
+        for dx in 0..side as i32 {
+            let sx = (x + dx).clamp(0, fw as i32 - 1) as usize;
+            crop.extend_from_slice(&row[sx * C..sx * C + C]);
+        }
+    }
+    crop
 }
 
 /// [`crop_face`] for a colour frame, for models that take RGB: the same square, edge
@@ -461,19 +468,9 @@ pub fn crop_face(gray: &GrayImage, b: &FaceBox, margin: f32, size: u32) -> GrayI
 pub fn crop_face_rgb(rgb: &RgbImage, b: &FaceBox, margin: f32, size: u32) -> RgbImage {
     let (x, y, side) = square_around(b, margin);
     let (fw, fh) = rgb.dimensions();
-    let raw = rgb.as_raw();
-    let mut planes: [Vec<u8>; 3] =
-        std::array::from_fn(|_| Vec::with_capacity((side * side) as usize));
-    for dy in 0..side as i32 {
-        let sy = (y + dy).clamp(0, fh as i32 - 1) as usize;
-        let row = &raw[sy * 3 * fw as usize..][..3 * fw as usize];
-        for dx in 0..side as i32 {
-            let sx = (x + dx).clamp(0, fw as i32 - 1) as usize;
-            for (plane, v) in planes.iter_mut().zip(&row[3 * sx..3 * sx + 3]) {
-                plane.push(*v);
-            }
-        }
-    }
+    let crop = cut_square::<3>(rgb.as_raw(), fw, fh, x, y, side);
+    let planes: [Vec<u8>; 3] =
+        std::array::from_fn(|c| crop.iter().skip(c).step_by(3).copied().collect());
     let resized = planes.map(|p| {
         let plane = GrayImage::from_raw(side, side, p).expect("buffer has side*side bytes");
         resize_gray(&plane, size, size)

@@ -275,7 +275,29 @@ impl Classifier {
     /// have the colour frame then crop RGB faces for [`Classifier::classify_crops`]; every other
     /// model reads grayscale.
     pub fn wants_colour(&self) -> bool {
-        matches!(self.members.as_slice(), [m] if matches!(&m.net, Net::Onnx(net) if net.channels() == 3))
+        self.onnx_net().is_some_and(|net| net.channels() == 3)
+    }
+
+    /// The imported graph, when the model is one.
+    fn onnx_net(&self) -> Option<&onnx::OnnxNet> {
+        match self.members.as_slice() {
+            [m] => match &m.net {
+                Net::Onnx(net) => Some(net),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `rows` as one row of every class per face, or the error naming the network.
+    fn checked_rows(&self, rows: Rows, faces: usize, name: &str) -> Result<Rows> {
+        if rows.len() != faces || rows.iter().any(|r| r.len() != self.order.len()) {
+            return Err(Error::weights(
+                &self.source,
+                format!("the network ({name}) gives outputs of the wrong shape"),
+            ));
+        }
+        Ok(rows)
     }
 
     /// Classify crops in the form the caller cut them: a colour model gets colour crops as they
@@ -299,14 +321,7 @@ impl Classifier {
     }
 
     fn rgb_scores(&self, faces: &[RgbImage], mirror: bool) -> Result<Vec<Scores>> {
-        let onnx = match self.members.as_slice() {
-            [m] => match &m.net {
-                Net::Onnx(net) => Some(net),
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some(net) = onnx else {
+        let Some(net) = self.onnx_net() else {
             let gray: Vec<GrayImage> = faces.iter().map(crate::imaging::to_gray).collect();
             return if mirror {
                 self.classify_tta(&gray)
@@ -316,14 +331,7 @@ impl Classifier {
         };
         let rows = |faces: &[RgbImage]| -> Result<Rows> {
             let crops: Vec<onnx::FaceCrop> = faces.iter().map(onnx::FaceCrop::Rgb).collect();
-            let rows = net.probs(&crops)?;
-            if rows.len() != faces.len() || rows.iter().any(|r| r.len() != self.order.len()) {
-                return Err(Error::weights(
-                    &self.source,
-                    "the network gives outputs of the wrong shape",
-                ));
-            }
-            Ok(rows)
+            self.checked_rows(net.probs(&crops)?, faces.len(), &self.spec.name)
         };
         let mut probs = rows(faces)?;
         if mirror {
@@ -359,13 +367,7 @@ impl Classifier {
         let classes = self.order.len();
         let mut pass_rows = |name: &str| -> Result<Rows> {
             let rows = results.next().unwrap_or_else(|| Ok(Vec::new()))?;
-            if rows.len() != faces.len() || rows.iter().any(|r| r.len() != classes) {
-                return Err(Error::weights(
-                    &self.source,
-                    format!("the network ({name}) gives outputs of the wrong shape"),
-                ));
-            }
-            Ok(rows)
+            self.checked_rows(rows, faces.len(), name)
         };
         let mut sum = vec![vec![0f32; classes]; faces.len()];
         for (m, count) in self.members.iter().zip(counts) {
