@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use emocam::capture::{FrameSource, Pacing, SourceFrame, SourceOptions, SourceSpec};
@@ -137,8 +137,18 @@ fn near(b: &FaceBox, c: (f32, f32), size: u32) -> bool {
     ((bx - c.0).powi(2) + (by - c.1).powi(2)).sqrt() < size as f32 * 0.5
 }
 
+/// One test at a time: each runs the whole pipeline (four threads, one of them the
+/// whole-frame search at low priority), and when the harness ran them side by side on two
+/// cores, the starved searches found new faces later than any machine running one pipeline
+/// would.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static PIPELINES: Mutex<()> = Mutex::new(());
+    PIPELINES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_face_moving_across_a_1080p_frame_is_found_in_nearly_every_frame() {
+    let _serial = one_at_a_time();
     let t = Arc::new(tile("astronaut.png", 120));
     let n = 90u64;
     let pos = |i: u64| {
@@ -176,6 +186,7 @@ fn a_face_moving_across_a_1080p_frame_is_found_in_nearly_every_frame() {
 
 #[test]
 fn a_covered_face_keeps_its_id_carried_and_the_csv_says_so() {
+    let _serial = one_at_a_time();
     let t = tile("astronaut.png", 120);
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
@@ -250,6 +261,7 @@ fn a_covered_face_keeps_its_id_carried_and_the_csv_says_so() {
 
 #[test]
 fn two_faces_passing_each_other_keep_their_ids() {
+    let _serial = one_at_a_time();
     let a = Arc::new(tile("astronaut.png", 110));
     let b = Arc::new(tile("camera.png", 110));
     let n = 60u64;
@@ -313,6 +325,7 @@ fn two_faces_passing_each_other_keep_their_ids() {
 
 #[test]
 fn a_face_leaving_the_frame_is_dropped_within_a_second() {
+    let _serial = one_at_a_time();
     let t = Arc::new(tile("astronaut.png", 120));
     let n = 90u64;
     let pos = |i: u64| 900 + i as i64 * 20;
@@ -336,6 +349,7 @@ fn a_face_leaving_the_frame_is_dropped_within_a_second() {
 
 #[test]
 fn the_live_pipeline_finds_the_solvay_faces_the_thorough_search_finds() {
+    let _serial = one_at_a_time();
     let photo = emocam::imaging::load_rgb(&common::fixture("solvay_1927_scientists.jpg")).unwrap();
     let h = photo.height() * 1280 / photo.width();
     let img = imageops::resize(&photo, 1280, h, imageops::FilterType::Triangle);
@@ -352,6 +366,7 @@ fn the_live_pipeline_finds_the_solvay_faces_the_thorough_search_finds() {
 
 #[test]
 fn ids_and_smoothing_survive_a_weights_swap() {
+    let _serial = one_at_a_time();
     let t = Arc::new(tile("astronaut.png", 120));
     let tt = t.clone();
     let frames = 40u64;
@@ -395,6 +410,7 @@ fn ids_and_smoothing_survive_a_weights_swap() {
 
 #[test]
 fn faces_entering_a_panning_group_shot_are_picked_up() {
+    let _serial = one_at_a_time();
     let photo = emocam::imaging::load_rgb(&common::fixture("solvay_1927_scientists.jpg")).unwrap();
     // The photograph at 2000 px wide, seen through a 640x480 window panning 6 px a frame:
     // faces leave on the left and new ones come in on the right all the time.
