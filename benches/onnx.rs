@@ -39,6 +39,9 @@ fn onnx(c: &mut Criterion) {
     let mini_onnx_parallel = imported(&mini_file, "mini-xception.onnx");
     let mut mini_onnx = imported(&mini_file, "mini-xception.onnx");
     mini_onnx.set_parallel(false);
+    let mut mini_onnx_tract = imported(&mini_file, "mini-xception.onnx");
+    mini_onnx_tract.set_parallel(false);
+    mini_onnx_tract.set_native(false);
     let mut builtin_onnx = imported(&builtin_file, "emocam-fer2013.onnx");
     builtin_onnx.set_parallel(false);
     let mini_native = Classifier::load(&mini_path).expect("shipped mini-Xception loads");
@@ -59,6 +62,11 @@ fn onnx(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("mini_xception_onnx", n), &crops, |b, x| {
             b.iter(|| mini_onnx.probs(x).expect("probs"))
         });
+        g.bench_with_input(
+            BenchmarkId::new("mini_xception_onnx_tract", n),
+            &crops,
+            |b, x| b.iter(|| mini_onnx_tract.probs(x).expect("probs")),
+        );
         g.bench_with_input(
             BenchmarkId::new("mini_xception_onnx_parallel", n),
             &crops,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use emocam::imaging::{crop_face, to_gray};
 use emocam::model::onnx::{
-    ExportOptions, FaceCrop, OnnxNet, OnnxOptions, OnnxScaling, Origin, SoftmaxFrom,
+    Engine, ExportOptions, FaceCrop, OnnxNet, OnnxOptions, OnnxScaling, Origin, SoftmaxFrom,
     export_onnx_bytes,
 };
 use emocam::model::{BUILTIN_LABEL, BUILTIN_WEIGHTS, Classifier, WeightsFile, ensemble};
@@ -774,4 +774,85 @@ fn a_colour_model_gets_colour_crops_in_the_pipeline_and_in_predict() {
     r.tta = true;
     let mirrored = r.analyze(&blue_face_frame()).unwrap();
     assert_eq!(mirrored[0].scores.top().0, "blue");
+}
+
+// ---- engines ------------------------------------------------------------------------------
+
+/// The models as `OnnxNet` from `path` or export bytes, twice: as loaded, and forced to tract.
+fn both_engines(path: &Path, bytes: Option<&[u8]>, opts: &OnnxOptions) -> (OnnxNet, OnnxNet) {
+    let load = || match bytes {
+        Some(b) => OnnxNet::from_bytes(path, b, opts).unwrap(),
+        None => OnnxNet::load(path, opts).unwrap(),
+    };
+    let mut tract = load();
+    tract.set_native(false);
+    (load(), tract)
+}
+
+#[test]
+fn common_cnn_graphs_run_on_emocams_kernels_with_tracts_scores() {
+    let crops = photo_crops(64);
+    let mini = WeightsFile::read(&common::mini_xception_weights()).unwrap();
+    let mini_bytes = export_onnx_bytes(&mini, &ExportOptions::default()).unwrap();
+    let vgg_bytes = export_onnx_bytes(&builtin_member(0), &ExportOptions::default()).unwrap();
+    let cases: Vec<(PathBuf, Option<&[u8]>)> = vec![
+        (PathBuf::from("mini_xception.onnx"), Some(&mini_bytes)),
+        (PathBuf::from("vgg.onnx"), Some(&vgg_bytes)),
+        (onnx_fixture("torch_cnn8.onnx"), None),
+        (onnx_fixture("keras_nhwc7_sidecar.onnx"), None),
+        (onnx_fixture("rgb_mean.onnx"), None),
+    ];
+    for (path, bytes) in cases {
+        let (native, tract) = both_engines(&path, bytes, &OnnxOptions::default());
+        assert_eq!(
+            native.engine(),
+            Engine::Native,
+            "{}: {:?}",
+            path.display(),
+            native.tract_reason()
+        );
+        assert_eq!(tract.engine(), Engine::Tract);
+        let faces: Vec<FaceCrop> = crops.iter().map(FaceCrop::Gray).collect();
+        let got = native.probs(&faces).unwrap();
+        let want: Vec<Vec<f64>> = tract
+            .probs(&faces)
+            .unwrap()
+            .iter()
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect();
+        let d = worst(&got, &want);
+        println!(
+            "{}: {} faces, native against tract {d:.2e}",
+            path.display(),
+            faces.len()
+        );
+        assert!(d < 1e-4, "{}: the engines differ by {d}", path.display());
+        // One face alone gives its row of the batch.
+        let one = native.probs(&faces[3..4]).unwrap();
+        assert!(worst(&one, &want[3..4]) < 1e-5);
+    }
+}
+
+#[test]
+fn a_graph_the_kernels_do_not_take_runs_in_tract_and_says_why() {
+    // The built-in ensemble resizes with Gather, and the fixed-batch fixture broadcasts a
+    // (N, 1) column over seven classes.
+    let bytes = export_onnx_bytes(&builtin_file(), &ExportOptions::default()).unwrap();
+    let builtin =
+        OnnxNet::from_bytes(Path::new("builtin.onnx"), &bytes, &OnnxOptions::default()).unwrap();
+    assert_eq!(builtin.engine(), Engine::Tract);
+    let why = builtin.tract_reason().unwrap();
+    assert!(why.contains("Gather"), "{why}");
+    assert!(
+        builtin.description().contains("run in tract (Gather"),
+        "{}",
+        builtin.description()
+    );
+    let fixed = OnnxNet::load(&onnx_fixture("fixed_batch1.onnx"), &OnnxOptions::default()).unwrap();
+    assert_eq!(fixed.engine(), Engine::Tract);
+    assert!(
+        fixed.tract_reason().unwrap().contains("Mul"),
+        "{:?}",
+        fixed.tract_reason()
+    );
 }

@@ -2,9 +2,10 @@
 //! FER+ and AffectNet models) and exporting ours, so that one file runs here, in onnxruntime,
 //! in OpenCV's DNN module or in a browser.
 //!
-//! Import ([`OnnxNet::load`]) runs the graph with tract-onnx (pure Rust, optimised plans per
-//! batch size, tract's own threading off; a call's faces split across the cores, see
-//! [`OnnxNet::set_parallel`]). The graph must have one image input, `(N, C, H, W)` or
+//! Import ([`OnnxNet::load`]) reads and types the graph with tract-onnx (pure Rust) and runs it
+//! on emocam's own batched kernels where every operator lowers onto them (`native`, checked
+//! against tract's scores when the model loads), else in tract's optimised plan; a call's
+//! faces split across the cores, see [`OnnxNet::set_parallel`]. The graph must have one image input, `(N, C, H, W)` or
 //! `(N, H, W, C)` float32 with 1 (gray) or 3 (RGB) channels, fixed height and width and any
 //! batch, and one output of class scores. What the graph cannot say comes from its
 //! `metadata_props` ([`meta`]): `name`, `classes`, `input_scaling`. Export
@@ -14,6 +15,7 @@ pub mod export;
 mod graph;
 pub mod import;
 pub mod meta;
+mod native;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,22 @@ pub struct OnnxNet {
     notice: Option<String>,
     /// Threads a call's faces are split across, the calling thread included.
     threads: usize,
+    /// The graph on emocam's own kernels, when it lowers and matched tract on the probes.
+    native: Option<native::NativePlan>,
+    /// Why the graph runs in tract, when it does.
+    tract_why: Option<String>,
+    /// Whether calls use `native` when there is one ([`OnnxNet::set_native`]).
+    use_native: bool,
+}
+
+/// Which engine runs an imported model's faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// emocam's own batched kernels, the graph lowered onto them (checked against tract's
+    /// scores on probe faces when the model loaded).
+    Native,
+    /// tract's optimised plan.
+    Tract,
 }
 
 impl OnnxNet {
@@ -135,24 +153,35 @@ impl OnnxNet {
             softmax: SoftmaxFrom::Applied,
             notice,
             threads: 1,
+            native: None,
+            tract_why: None,
+            use_native: true,
         };
         net.set_parallel(true);
         net.softmax = net.probe()?;
+        match native::NativePlan::lower(graph, &net.shape) {
+            Ok(plan) if plan.outputs() == outputs => {
+                net.native = Some(plan);
+                net.tract_why = net.check_native();
+                if net.tract_why.is_some() {
+                    net.native = None;
+                }
+            }
+            Ok(plan) => {
+                net.tract_why = Some(format!(
+                    "the lowered graph gives {} scores, tract {outputs}",
+                    plan.outputs()
+                ))
+            }
+            Err(why) => net.tract_why = Some(why),
+        }
         Ok(net)
     }
 
     /// Run the graph on probe faces (mid-gray and a colour gradient): every score must be
     /// finite; tells whether the scores are probabilities already.
     fn probe(&self) -> Result<SoftmaxFrom> {
-        let (w, h) = (self.shape.width as u32, self.shape.height as u32);
-        let gray = GrayImage::from_pixel(w, h, image::Luma([128]));
-        let rgb = RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([
-                (x * 255 / w.max(1)) as u8,
-                (y * 255 / h.max(1)) as u8,
-                ((x + y) * 97 % 256) as u8,
-            ])
-        });
+        let (gray, rgb) = self.probe_faces();
         let rows = self
             .raw_scores(&[FaceCrop::Gray(&gray), FaceCrop::Rgb(&rgb)])
             .map_err(|e| match e {
@@ -174,6 +203,77 @@ impl OnnxNet {
         } else {
             SoftmaxFrom::Applied
         })
+    }
+
+    /// Probe faces of the model's size: mid-gray, and a colour gradient.
+    fn probe_faces(&self) -> (GrayImage, RgbImage) {
+        let (w, h) = (self.shape.width as u32, self.shape.height as u32);
+        let gray = GrayImage::from_pixel(w, h, image::Luma([128]));
+        let rgb = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 255 / w.max(1)) as u8,
+                (y * 255 / h.max(1)) as u8,
+                ((x + y) * 97 % 256) as u8,
+            ])
+        });
+        (gray, rgb)
+    }
+
+    /// Compare the lowered graph with tract on probe faces (the two probes, and a batch of
+    /// them with a textured face, so that batching is checked too); `None` when every score
+    /// agrees within 1e-4 (relative to the score's size above 1), else why not.
+    fn check_native(&self) -> Option<String> {
+        let (gray, rgb) = self.probe_faces();
+        let texture = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
+            image::Luma([((x * 37 + y * 91 + x * y) % 256) as u8])
+        });
+        let faces = [
+            FaceCrop::Gray(&texture),
+            FaceCrop::Gray(&gray),
+            FaceCrop::Rgb(&rgb),
+        ];
+        let tract: Vec<Vec<f32>> = match faces
+            .iter()
+            .map(|f| self.run_tract(std::slice::from_ref(f), 0))
+            .collect::<Result<Vec<_>>>()
+        {
+            Ok(rows) => rows.into_iter().flatten().collect(),
+            Err(e) => return Some(format!("tract failed on the probes: {e}")),
+        };
+        let native = match self.run_native(&faces, 0) {
+            Ok(rows) => rows,
+            Err(e) => return Some(format!("the lowered graph failed on the probes: {e}")),
+        };
+        let worst = tract
+            .iter()
+            .flatten()
+            .zip(native.iter().flatten())
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0f32, f32::max);
+        (tract.len() != native.len() || worst > 1e-4).then(|| {
+            format!("the lowered graph's scores differ from tract's by {worst:.2e} on the probes")
+        })
+    }
+
+    /// Whether calls run on emocam's own kernels when the graph lowered onto them (on by
+    /// default; off runs every call in tract, to compare the two).
+    pub fn set_native(&mut self, on: bool) {
+        self.use_native = on;
+    }
+
+    /// The engine that runs this model's calls now.
+    pub fn engine(&self) -> Engine {
+        if self.use_native && self.native.is_some() {
+            Engine::Native
+        } else {
+            Engine::Tract
+        }
+    }
+
+    /// Why the graph is not run on emocam's own kernels (the first operator or shape the
+    /// lowering does not take, or a mismatch with tract), when it is not.
+    pub fn tract_reason(&self) -> Option<&str> {
+        self.tract_why.as_deref()
     }
 
     /// Whether a call with several faces splits them across the machine's cores (at most one
@@ -243,6 +343,67 @@ impl OnnxNet {
     /// The graph's scores for `faces` on this thread, checked finite; `first` is the index of
     /// `faces[0]` in the call, for messages.
     fn run_faces(&self, faces: &[FaceCrop], first: usize) -> Result<Vec<Vec<f32>>> {
+        if self.engine() == Engine::Native {
+            self.run_native(faces, first)
+        } else {
+            self.run_tract(faces, first)
+        }
+    }
+
+    /// [`OnnxNet::run_faces`] on the lowered graph: all of `faces` as one batch.
+    fn run_native(&self, faces: &[FaceCrop], first: usize) -> Result<Vec<Vec<f32>>> {
+        let plan = self
+            .native
+            .as_ref()
+            .ok_or_else(|| Error::weights(&self.path, "the graph is not lowered"))?;
+        let (c, plane) = (self.shape.channels, self.shape.height * self.shape.width);
+        let n = faces.len();
+        // Channel-major, as the kernels take it: (C, N, H, W).
+        let mut data = vec![0f32; c * n * plane];
+        for (i, face) in faces.iter().enumerate() {
+            for (ch, (p, &(mul, add))) in self.planes(face).iter().zip(&self.affine).enumerate() {
+                data[(ch * n + i) * plane..][..plane]
+                    .iter_mut()
+                    .zip(p.as_raw())
+                    .for_each(|(d, &v)| *d = v as f32 * mul + add);
+            }
+        }
+        let dims = (c, n, self.shape.height, self.shape.width);
+        let pixels = candle_core::Tensor::from_vec(data, dims, &candle_core::Device::Cpu)
+            .map_err(|e| Error::weights(&self.path, format!("input tensor: {e}")))?;
+        let rows = plan
+            .run(pixels)
+            .map_err(|e| Error::weights(&self.path, e))?;
+        if rows.len() != n {
+            return Err(Error::weights(
+                &self.path,
+                format!("the lowered graph gave {} rows for {n} faces", rows.len()),
+            ));
+        }
+        for (i, row) in rows.iter().enumerate() {
+            self.check_finite(row, first + i)?;
+        }
+        Ok(rows)
+    }
+
+    /// A face's scores must be finite; `index` counts from 0 in the call.
+    fn check_finite(&self, row: &[f32], index: usize) -> Result<()> {
+        match row.iter().position(|v| !v.is_finite()) {
+            Some(bad) => Err(Error::weights(
+                &self.path,
+                format!(
+                    "the model gave a non-finite score ({}) for class {:?} of face {}",
+                    row[bad],
+                    self.meta.classes[bad],
+                    index + 1
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// [`OnnxNet::run_faces`] in tract.
+    fn run_tract(&self, faces: &[FaceCrop], first: usize) -> Result<Vec<Vec<f32>>> {
         let k = self.meta.classes.len();
         let mut rows = Vec::with_capacity(faces.len());
         let mut rest = faces;
@@ -278,17 +439,7 @@ impl OnnxNet {
                 ));
             }
             for (i, row) in scores.chunks_exact(k).take(take).enumerate() {
-                if let Some(bad) = row.iter().position(|v| !v.is_finite()) {
-                    return Err(Error::weights(
-                        &self.path,
-                        format!(
-                            "the model gave a non-finite score ({}) for class {:?} of face {}",
-                            row[bad],
-                            self.meta.classes[bad],
-                            first + rows.len() + i + 1
-                        ),
-                    ));
-                }
+                self.check_finite(row, first + rows.len() + i)?;
             }
             rows.extend(scores.chunks_exact(k).take(take).map(<[f32]>::to_vec));
         }
@@ -427,8 +578,13 @@ impl OnnxNet {
             SoftmaxFrom::Probe => "softmax in the graph (probe scores sum to 1)",
             SoftmaxFrom::Applied => "softmax applied by emocam (the graph gives logits)",
         };
+        let engine = match (self.engine(), &self.tract_why) {
+            (Engine::Native, _) => "run on emocam's kernels".to_string(),
+            (Engine::Tract, Some(why)) => format!("run in tract ({why})"),
+            (Engine::Tract, None) => "run in tract".to_string(),
+        };
         format!(
-            "ONNX {:?}: {} {}x{}x{} {}, {batch}; scaling {} ({}); {} classes ({}): {}; {softmax}",
+            "ONNX {:?}: {} {}x{}x{} {}, {batch}; scaling {} ({}); {} classes ({}): {}; {softmax}; {engine}",
             self.meta.name,
             self.shape.layout.name(),
             self.shape.channels,
