@@ -145,10 +145,13 @@ impl Tracker {
         for d in found {
             // Only a fit counts: in a group the boxes of neighbours touch, and a new face
             // beside a followed one must not be taken for it.
+            // Where the track was then, or where it is now: a face carried on a velocity
+            // estimated from jittery boxes drifts from its prediction, and the search's frame
+            // may be several frames old.
             let known = self
                 .tracks
                 .iter()
-                .any(|t| fit(&t.predict(t_ms), d).is_some());
+                .any(|t| fit(&t.predict(t_ms), d).is_some() || fit(&t.bbox, d).is_some());
             if !known {
                 self.start(*d, t_ms);
             }
@@ -182,19 +185,23 @@ impl Tracker {
         let detections = dedup(detections.to_vec());
         let predicted = self.predicted(t_ms);
         // Greedy assignment, best fit first: with motion-predicted boxes two faces passing each
-        // other are each nearest their own prediction, so their ids do not swap.
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        // other are each nearest their own prediction, so their ids do not swap. Confirmed
+        // tracks choose before new ones: a track a full-frame search just started for a face
+        // that a drifting prediction hid must not take that face's detection from its own
+        // track (which would then be carried beside it as a second face, and its id lost).
+        let mut pairs: Vec<(bool, f32, usize, usize)> = Vec::new();
         for (ti, p) in predicted.iter().enumerate() {
+            let confirmed = self.tracks[ti].hits >= CONFIRM_HITS;
             for (di, d) in detections.iter().enumerate() {
                 if let Some(f) = fit(p, d) {
-                    pairs.push((f, ti, di));
+                    pairs.push((confirmed, f, ti, di));
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        pairs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
         let mut track_det: Vec<Option<usize>> = vec![None; self.tracks.len()];
         let mut det_used = vec![false; detections.len()];
-        for (_, ti, di) in pairs {
+        for (_, _, ti, di) in pairs {
             if track_det[ti].is_none() && !det_used[di] {
                 track_det[ti] = Some(di);
                 det_used[di] = true;
@@ -390,6 +397,22 @@ mod tests {
             }
             assert_eq!(now, ids, "frame {i}");
         }
+    }
+
+    #[test]
+    fn a_carried_face_keeps_its_detection_from_a_track_a_search_just_started() {
+        let mut t = Tracker::new();
+        t.update(0.0, &[b(100, 200)], 640, 480);
+        t.update(33.0, &[b(100, 190)], 640, 480);
+        // Missed twice: carried upwards on its velocity while the face itself stays put.
+        t.update(66.0, &[], 640, 480);
+        t.update(99.0, &[], 640, 480);
+        // A full-frame search reports the face where the drifted prediction does not cover it.
+        t.add_found(99.0, &[b(100, 215)]);
+        // Found again: it fits the new track better, but it is the followed face.
+        let f = t.update(132.0, &[b(100, 190)], 640, 480);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].id, f[0].detected), (0, true));
     }
 
     #[test]
