@@ -21,11 +21,13 @@ pub fn percent(p: f32) -> String {
     format!("{:.1}%", 100.0 * p)
 }
 
-/// Draw one bar per class, in the scores' order; the top class's name is bold.
+/// Draw one bar per class, in the scores' order, with its percentage beside it (inside the
+/// bar, a small share's text ran over the end of its fill onto the dark track); the top
+/// class's name is bold.
 pub fn emotion_bars(ui: &mut Ui, scores: &Scores) {
     let top = scores.top().0;
     egui::Grid::new(ui.next_auto_id())
-        .num_columns(2)
+        .num_columns(3)
         .spacing([8.0, 4.0])
         .show(ui, |ui| {
             for (i, (e, p)) in scores.iter().enumerate() {
@@ -33,10 +35,11 @@ pub fn emotion_bars(ui: &mut Ui, scores: &Scores) {
                 ui.label(if e == top { name.strong() } else { name });
                 ui.add(
                     ProgressBar::new(p.clamp(0.0, 1.0))
-                        .desired_width(180.0)
-                        .fill(class_color(scores.classes(), i))
-                        .text(percent(p)),
+                        .desired_width(150.0)
+                        .desired_height(14.0)
+                        .fill(class_color(scores.classes(), i)),
                 );
+                ui.label(percent(p));
                 ui.end_row();
             }
         });
