@@ -397,6 +397,13 @@ impl EmocamApp {
         self.rates.update(Instant::now(), self.session.stats());
     }
 
+    /// The face the chart and the side panel's bars follow: the clicked one while it is in
+    /// view, else the face seen longest (lowest id).
+    pub fn followed_face(&self) -> Option<u64> {
+        self.history_face
+            .filter(|id| self.faces.iter().any(|f| f.id == *id))
+    }
+
     /// Take one processed frame: its faces, the chart, the texture.
     fn accept(&mut self, s: Scored, faces: Vec<TrackedFace>) {
         self.faces = faces;

@@ -7,9 +7,6 @@ use super::app::EmocamApp;
 use super::bars;
 use crate::capture::{Pacing, SourceSpec};
 
-/// More faces than this are listed one line each, so a group scene fits.
-const COMPACT_FACES: usize = 3;
-
 /// The messages under the menu: the banner, source and weights problems, recording news.
 pub fn messages(app: &mut EmocamApp, ui: &mut Ui) {
     if let Some(b) = &app.banner {
@@ -177,17 +174,19 @@ pub fn side_panel(app: &mut EmocamApp, ui: &mut Ui) {
     if app.faces.is_empty() {
         ui.label("No face in view.");
     }
-    let compact = app.faces.len() > COMPACT_FACES;
+    // Several faces: one line each (click to follow one), then the bars of the face the chart
+    // follows; one face: its bars.
+    let several = app.faces.len() > 1;
+    let followed = app.followed_face();
+    let mut picked = None;
     egui::ScrollArea::vertical()
-        .max_height(ui.available_height() * 0.55)
+        .max_height(ui.available_height() * if several { 0.25 } else { 0.55 })
         .show(ui, |ui| {
-            let mut picked = None;
             for f in &app.faces {
                 let (top, p) = f.smoothed.top();
                 let carried = if f.detected { "" } else { " (carried)" };
                 let text = format!("Face #{}: {} {}{carried}", f.id, top, bars::percent(p));
-                let chosen = app.chart_face == Some(f.id);
-                if compact {
+                if several {
                     ui.horizontal(|ui| {
                         let (rect, _) =
                             ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
@@ -196,31 +195,41 @@ pub fn side_panel(app: &mut EmocamApp, ui: &mut Ui) {
                             2.0,
                             bars::class_color(f.smoothed.classes(), f.smoothed.top_index()),
                         );
-                        if ui.selectable_label(chosen, text).clicked() {
+                        if ui.selectable_label(followed == Some(f.id), text).clicked() {
                             picked = Some(f.id);
                         }
                     });
                 } else {
                     if ui
-                        .selectable_label(chosen, RichText::new(text).strong())
+                        .selectable_label(
+                            app.chart_face == Some(f.id),
+                            RichText::new(text).strong(),
+                        )
                         .clicked()
                     {
                         picked = Some(f.id);
                     }
                     bars::emotion_bars(ui, &f.smoothed);
-                    ui.add_space(6.0);
                 }
             }
-            if picked.is_some() {
-                app.chart_face = picked;
-            }
         });
+    if several && let Some(f) = app.faces.iter().find(|f| Some(f.id) == followed) {
+        ui.separator();
+        ui.label(RichText::new(format!("Face #{}", f.id)).strong());
+        bars::emotion_bars(ui, &f.smoothed);
+    }
+    if picked.is_some() {
+        app.chart_face = picked;
+    }
     ui.separator();
-    match app.chart_face {
-        Some(id) => ui.label(format!(
-            "Last 30 s of face #{id} (click a box to pick another)"
+    match (app.chart_face, app.followed_face()) {
+        (Some(id), Some(f)) if id == f => ui.label(format!(
+            "Last 30 s of face #{id} (click a box or a line to pick another)"
         )),
-        None => ui.label("Last 30 s of the face seen longest (click a box to pick another)"),
+        (_, Some(f)) => ui.label(format!(
+            "Last 30 s of face #{f}, the face seen longest (click a box or a line to pick another)"
+        )),
+        (_, None) => ui.label("Last 30 s of the face seen longest"),
     };
     let now = app.started.elapsed().as_secs_f64();
     app.history.show(ui, now);
