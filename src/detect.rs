@@ -249,8 +249,7 @@ impl Region {
         })
     }
 
-    /// The part inside a `w` x `h` image, if any.
-    /// Whether `b` reaches into the region.
+    /// Whether `b` reaches into the region (boxes that only touch its edge do not).
     pub fn overlaps(&self, b: &FaceBox) -> bool {
         let (x1, y1) = (self.x as i64 + self.w as i64, self.y as i64 + self.h as i64);
         (b.x as i64) < x1
@@ -259,6 +258,7 @@ impl Region {
             && b.y as i64 + b.h as i64 > self.y as i64
     }
 
+    /// The part inside a `w` x `h` image, if any.
     fn clip(self, w: u32, h: u32) -> Option<Self> {
         let x1 = (self.x.saturating_add(self.w)).min(w);
         let y1 = (self.y.saturating_add(self.h)).min(h);

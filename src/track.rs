@@ -185,26 +185,41 @@ impl Tracker {
         let detections = dedup(detections.to_vec());
         let predicted = self.predicted(t_ms);
         // Greedy assignment, best fit first: with motion-predicted boxes two faces passing each
-        // other are each nearest their own prediction, so their ids do not swap. Confirmed
-        // tracks choose before new ones: a track a full-frame search just started for a face
-        // that a drifting prediction hid must not take that face's detection from its own
-        // track (which would then be carried beside it as a second face, and its id lost).
-        let mut pairs: Vec<(bool, f32, usize, usize)> = Vec::new();
+        // other are each nearest their own prediction, so their ids do not swap.
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (ti, p) in predicted.iter().enumerate() {
-            let confirmed = self.tracks[ti].hits >= CONFIRM_HITS;
             for (di, d) in detections.iter().enumerate() {
                 if let Some(f) = fit(p, d) {
-                    pairs.push((confirmed, f, ti, di));
+                    pairs.push((f, ti, di));
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut track_det: Vec<Option<usize>> = vec![None; self.tracks.len()];
         let mut det_used = vec![false; detections.len()];
-        for (_, _, ti, di) in pairs {
+        for (_, ti, di) in pairs {
             if track_det[ti].is_none() && !det_used[di] {
                 track_det[ti] = Some(di);
                 det_used[di] = true;
+            }
+        }
+        // A confirmed face left without a detection, where a track not yet confirmed got one
+        // that covers this face's predicted box as much as one face's two boxes do: the same
+        // face, which a whole-frame search reported beside a prediction that had drifted. It
+        // keeps its older id (the newer track is dropped) instead of being carried beside
+        // itself for a second. A neighbour's face overlaps less and keeps its own track.
+        for ti in 0..self.tracks.len() {
+            if track_det[ti].is_some() || self.tracks[ti].hits < CONFIRM_HITS {
+                continue;
+            }
+            let twin = (0..self.tracks.len())
+                .filter(|&u| self.tracks[u].hits < CONFIRM_HITS)
+                .filter_map(|u| track_det[u].map(|di| (u, di, predicted[ti].iou(&detections[di]))))
+                .filter(|&(_, _, iou)| iou >= SAME_FACE_IOU)
+                .max_by(|a, b| a.2.total_cmp(&b.2));
+            if let Some((u, di, _)) = twin {
+                track_det[ti] = Some(di);
+                track_det[u] = None;
             }
         }
         let mut out = Vec::with_capacity(self.tracks.len() + detections.len());
@@ -400,19 +415,38 @@ mod tests {
     }
 
     #[test]
-    fn a_carried_face_keeps_its_detection_from_a_track_a_search_just_started() {
+    fn a_face_a_search_reports_beside_its_drifted_prediction_keeps_its_id() {
         let mut t = Tracker::new();
-        t.update(0.0, &[b(100, 200)], 640, 480);
-        t.update(33.0, &[b(100, 190)], 640, 480);
-        // Missed twice: carried upwards on its velocity while the face itself stays put.
-        t.update(66.0, &[], 640, 480);
-        t.update(99.0, &[], 640, 480);
-        // A full-frame search reports the face where the drifted prediction does not cover it.
-        t.add_found(99.0, &[b(100, 215)]);
-        // Found again: it fits the new track better, but it is the followed face.
-        let f = t.update(132.0, &[b(100, 190)], 640, 480);
-        assert_eq!(f.len(), 1, "{f:?}");
+        t.update(0.0, &[b(100, 100)], 640, 480);
+        t.update(33.0, &[b(130, 100)], 640, 480);
+        t.update(66.0, &[b(160, 100)], 640, 480);
+        // A search of the first frame reports the face ahead of where it was then, outside the
+        // gate of both the track's box and its prediction for that frame: a new track.
+        t.add_found(0.0, &[b(205, 100)]);
+        // The face stops short of its prediction (190): it fits the new track better.
+        let f = t.update(99.0, &[b(200, 100)], 640, 480);
+        assert_eq!(
+            f.len(),
+            1,
+            "one face, not the face and its carried twin: {f:?}"
+        );
         assert_eq!((f[0].id, f[0].detected), (0, true));
+    }
+
+    #[test]
+    fn a_missed_face_does_not_take_a_new_neighbours_detection() {
+        let mut t = Tracker::new();
+        t.update(0.0, &[b(100, 100)], 640, 480);
+        t.update(33.0, &[b(100, 100)], 640, 480);
+        // A second face close beside the first (their boxes overlap, though less than one
+        // face's two boxes would).
+        let f = t.update(66.0, &[b(100, 100), b(128, 100)], 640, 480);
+        let new = f.iter().find(|f| f.bbox.x == 128).map(|f| f.id).unwrap();
+        // The first is missed: the neighbour keeps its own face, the first is carried.
+        let f = t.update(99.0, &[b(128, 100)], 640, 480);
+        let by_id = |id| f.iter().find(|f| f.id == id).unwrap();
+        assert_eq!((by_id(new).bbox.x, by_id(new).detected), (128, true));
+        assert!(!by_id(0).detected);
     }
 
     #[test]

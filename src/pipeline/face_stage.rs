@@ -18,11 +18,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
 use image::GrayImage;
 
 use super::{Counters, CropShape, FaceBatch, Frame, Notice, PipelineConfig, Waker, deliver};
-use crate::detect::{DetectorConfig, FaceDetector, MIN_FACE_WINDOW, Region};
+use crate::detect::{DetectorConfig, FaceDetector, MAX_SCALE, MIN_FACE_WINDOW, MIN_SCALE, Region};
 use crate::error::{Error, Result};
 use crate::imaging::{FaceBox, to_gray};
 use crate::recognize::crop_for_model;
-use crate::track::{TrackedBox, Tracker, dedup};
+use crate::track::{MATCH_IOU, TrackedBox, Tracker, dedup};
 
 /// Region searched around a followed face: its predicted box grown by this much of its size on
 /// each side (plus the distance it moved since the last frame), room for a change of speed.
@@ -47,7 +47,8 @@ const REGION_FACE_PX: f32 = 56.0;
 /// 6.1 ms. Alone, at 44 px, it lost faces of a panning group shot and swapped the ids of two
 /// faces passing each other (`tests/tracking.rs`): in a small copy, a neighbour reaching into
 /// the region is found instead of the face, or merged with it. So the first search is made
-/// only where no other followed face reaches into the region.
+/// only where no other followed face reaches into the region, and the second is made unless
+/// the first found a box on the face's predicted one.
 const REGION_FACE_PX_FIRST: f32 = 44.0;
 
 /// The whole frame is searched on a copy where the smallest wanted face is this wide: a
@@ -239,7 +240,7 @@ fn region_searches(
     dt: f64,
     w: u32,
     h: u32,
-) -> Vec<(Region, Option<f32>, f32)> {
+) -> Vec<(FaceBox, Region, Option<f32>, f32)> {
     let now = tracker.predicted_unseen(t);
     let boxes: Vec<FaceBox> = now.iter().map(|(p, _)| *p).collect();
     now.iter()
@@ -255,11 +256,11 @@ fn region_searches(
                 .iter()
                 .enumerate()
                 .all(|(j, o)| j == i || !r.overlaps(o));
-            Some((
-                r,
-                alone.then_some(REGION_FACE_PX_FIRST / side),
-                REGION_FACE_PX / side,
-            ))
+            let (first, second) = (REGION_FACE_PX_FIRST / side, REGION_FACE_PX / side);
+            // Tiny faces clamp both scales to the largest: the second search would repeat the
+            // first.
+            let differ = second.clamp(MIN_SCALE, MAX_SCALE) > first.clamp(MIN_SCALE, MAX_SCALE);
+            Some((*p, r, (alone && differ).then_some(first), second))
         })
         .collect()
 }
@@ -392,13 +393,16 @@ impl FaceStage {
             // frame; a search still running elsewhere is left to finish.
             found = detector.detect_region(gray, Region::whole(w, h), full_scale);
         } else {
-            for (region, first, second) in region_searches(tracker, t, dt, w, h) {
-                let mut here =
-                    first.map_or_else(Vec::new, |s| detector.detect_region(gray, region, s));
-                if here.is_empty() {
-                    here = detector.detect_region(gray, region, second);
+            for (predicted, region, first, second) in region_searches(tracker, t, dt, w, h) {
+                let here = first.map_or_else(Vec::new, |s| detector.detect_region(gray, region, s));
+                // The first search counts only if it found this face: what else it found (a
+                // newcomer, a false detection) does not spare the second, finer search, whose
+                // answer then stands alone.
+                if here.iter().any(|d| predicted.iou(d) >= MATCH_IOU) {
+                    found.extend(here);
+                } else {
+                    found.extend(detector.detect_region(gray, region, second));
                 }
-                found.extend(here);
             }
             let due = searcher.due(t, self.config.full_search_ms, self.lossy);
             if due && !searcher.start(frame.index, t, gray.clone(), full_scale) {

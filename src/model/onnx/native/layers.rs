@@ -16,6 +16,10 @@ impl Lowering {
         let [cout, cin_g, kh, kw] = wd[..] else {
             return Err(format!("weights of shape {wd:?}"));
         };
+        // Before anything is sized by them: dimensions a hostile file makes huge hold no data.
+        if cout == 0 || cin_g == 0 || kh == 0 || kw == 0 || c % cin_g != 0 {
+            return Err(format!("weights of shape {wd:?} for {c} input channels"));
+        }
         let bias: Vec<f32> = match n.input.get(2).filter(|s| !s.is_empty()) {
             Some(b) => {
                 let (_, data) = self.constant(b)?;
@@ -165,7 +169,7 @@ impl Lowering {
                 _ => false,
             };
             if folded {
-                self.alias(out, x, kind);
+                self.fused(x_name, out, x, kind);
                 return Ok(());
             }
         }
@@ -241,7 +245,7 @@ impl Lowering {
                     {
                         *add = Some(other);
                         let slot = self.run_val(pooled)?.0;
-                        self.alias(out, slot, ka);
+                        self.fused(pooled, out, slot, ka);
                         return Ok(());
                     }
                 }
@@ -281,6 +285,9 @@ impl Lowering {
         mul: Vec<f32>,
         add: Vec<f32>,
     ) -> Result<(), String> {
+        if kind == Kind::Nhwc {
+            return Err("arithmetic on the NHWC input before its transpose".into());
+        }
         let count = mul.len().max(add.len());
         let wide = |v: Vec<f32>| if v.len() == 1 { vec![v[0]; count] } else { v };
         let (mul, add) = (wide(mul), wide(add));
@@ -305,9 +312,6 @@ impl Lowering {
                 ));
             }
         };
-        if kind == Kind::Nhwc {
-            return Err("arithmetic on the NHWC input before its transpose".into());
-        }
         let mul = tensor(&mul, shape.as_slice())?;
         let add = tensor(&add, shape.as_slice())?;
         self.emit(out, |y| Step::Affine { x, y, mul, add }, kind);
@@ -328,6 +332,9 @@ impl Lowering {
             ([i, k], false) if *i == k_in => *k,
             _ => return Err(format!("weights {bd:?} do not take {k_in} inputs")),
         };
+        if k == 0 || k_in == 0 {
+            return Err(format!("weights {bd:?} hold no values"));
+        }
         let scaled: Vec<f32> = bdata.iter().map(|v| v * alpha).collect();
         let w = if trans_b {
             tensor(&scaled, (k, k_in))?

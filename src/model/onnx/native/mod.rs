@@ -167,13 +167,28 @@ impl Lowering {
     }
 
     fn run(mut self, graph: &pb::GraphProto) -> Result<NativePlan, String> {
-        for node in &graph.node {
-            self.node(node)
-                .map_err(|e| format!("{} node {:?}: {e}", node.op_type, node.name))?;
-        }
         let [out] = graph.output.as_slice() else {
             return Err("the graph has more than one output".into());
         };
+        // Only the nodes the output depends on: an unused branch (which tract prunes) must not
+        // keep the graph from lowering.
+        let mut needed: std::collections::HashSet<&str> =
+            std::iter::once(out.name.as_str()).collect();
+        let mut live = vec![false; graph.node.len()];
+        for (i, node) in graph.node.iter().enumerate().rev() {
+            if node.output.iter().any(|o| needed.contains(o.as_str())) {
+                live[i] = true;
+                needed.extend(node.input.iter().map(String::as_str));
+            }
+        }
+        for (node, _) in graph.node.iter().zip(&live).filter(|(_, l)| **l) {
+            let name = match (node.name.as_str(), node.output.first()) {
+                ("", Some(o)) => o.as_str(),
+                (n, _) => n,
+            };
+            self.node(node)
+                .map_err(|e| format!("{} node {name:?}: {e}", node.op_type))?;
+        }
         let (mut slot, kind) = self.run_val(&out.name)?;
         let outputs = match kind {
             Kind::Flat { k } => k,
@@ -246,11 +261,28 @@ impl Lowering {
 
     /// Whether the step just emitted made `name` and nothing but the node at hand reads it:
     /// then that node can be fused into it.
+    /// Whether the step just emitted made `name`, nothing but the node at hand reads it, and
+    /// no other name (an `Identity`, a `Dropout`) stands for the same value: then that node can
+    /// be fused into the step.
     fn fusable(&self, name: &str) -> bool {
         let Ok((slot, _)) = self.run_val(name) else {
             return false;
         };
-        self.readers.get(name) == Some(&1) && self.steps.last().is_some_and(|s| s.output() == slot)
+        let names = self
+            .vals
+            .values()
+            .filter(|v| matches!(v, Val::Run { slot: s, .. } if *s == slot))
+            .count();
+        names == 1
+            && self.readers.get(name) == Some(&1)
+            && self.steps.last().is_some_and(|s| s.output() == slot)
+    }
+
+    /// `out` names the value `consumed` named, now that a node has been fused into the step
+    /// that made it (`consumed` had no other reader).
+    fn fused(&mut self, consumed: &str, out: &str, slot: Slot, kind: Kind) {
+        self.vals.remove(consumed);
+        self.alias(out, slot, kind);
     }
 
     fn emit(&mut self, out: &str, step: impl FnOnce(Slot) -> Step, kind: Kind) {
@@ -314,7 +346,7 @@ impl Lowering {
                     ) = self.steps.last_mut()
                 {
                     *relu = true;
-                    self.alias(out, slot, kind);
+                    self.fused(x, out, slot, kind);
                     return Ok(());
                 }
                 self.emit(out, |y| Step::Relu { x: slot, y }, kind);
@@ -359,7 +391,7 @@ impl Lowering {
             "MatMul" => {
                 let (x, k_in) = self.flat(input(0)?)?;
                 let (dims, data) = self.constant(input(1)?)?;
-                if dims != [k_in, dims.get(1).copied().unwrap_or(0)] {
+                if k_in == 0 || dims.len() != 2 || dims[0] != k_in || dims[1] == 0 {
                     return Err(format!("weights {dims:?} do not take {k_in} inputs"));
                 }
                 let k = dims[1];
@@ -483,7 +515,9 @@ fn constant(t: &pb::TensorProto) -> Result<Val, String> {
     else {
         return Ok(opaque);
     };
-    let count: usize = dims.iter().product();
+    let Some(count) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        return Ok(opaque);
+    };
     if t.data_type == DataType::Float as i32 {
         let data: Vec<f32> = if t.raw_data.is_empty() {
             t.float_data.clone()
@@ -612,6 +646,92 @@ mod tests {
             ],
         )
         .unwrap();
+    }
+
+    /// `graph` (built on `x`, a `(N, 1, 8, 8)` input, ending in `probs` over 2 classes) as an
+    /// imported model, and the same forced into tract; both give the scores of `faces`.
+    fn both_engines(build: impl Fn(&mut Builder) -> String) -> (super::super::Engine, f32) {
+        use prost::Message;
+        let mut b = Builder::default();
+        let out = build(&mut b);
+        let meta = vec![
+            ("classes".to_string(), r#"["a", "b"]"#.to_string()),
+            ("input_scaling".to_string(), "zero_to_one".to_string()),
+        ];
+        let bytes = b
+            .finish(("x", [1, 8, 8]), (&out, 2), meta, String::new())
+            .encode_to_vec();
+        let path = std::path::Path::new("test.onnx");
+        let opts = super::super::OnnxOptions::default();
+        let native = super::super::OnnxNet::from_bytes(path, &bytes, &opts).unwrap();
+        let mut tract = super::super::OnnxNet::from_bytes(path, &bytes, &opts).unwrap();
+        tract.set_native(false);
+        let faces: Vec<image::GrayImage> = (0..3u32)
+            .map(|k| {
+                image::GrayImage::from_fn(8, 8, |x, y| {
+                    image::Luma([((x * 29 + y * 7 + k * 50) % 256) as u8])
+                })
+            })
+            .collect();
+        let crops: Vec<super::super::FaceCrop> =
+            faces.iter().map(super::super::FaceCrop::Gray).collect();
+        let (a, b) = (native.probs(&crops).unwrap(), tract.probs(&crops).unwrap());
+        let worst = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        (native.engine(), worst)
+    }
+
+    /// Two 3x3 convs to 2 channels with distinct weights, from `x`.
+    fn conv(b: &mut Builder, x: &str, name: &str, w: f32) -> String {
+        let k: Vec<f32> = (0..18).map(|i| w * (i as f32 - 8.0) / 9.0).collect();
+        let w = b.f32s(&format!("{name}_w"), &[2, 1, 3, 3], &k);
+        b.op(
+            "Conv",
+            name,
+            &[x, &w],
+            vec![
+                Attr::Ints("kernel_shape", vec![3, 3]),
+                Attr::Ints("pads", vec![1, 1, 1, 1]),
+            ],
+        )
+    }
+
+    fn head(b: &mut Builder, x: &str) -> String {
+        let g = b.op("GlobalAveragePool", "gap", &[x], vec![]);
+        let f = b.op("Flatten", "flat", &[&g], vec![Attr::Int("axis", 1)]);
+        b.op("Softmax", "probs", &[&f], vec![])
+    }
+
+    #[test]
+    fn a_value_read_through_an_identity_is_not_fused_away() {
+        // conv -> a; identity(a) -> b; relu(b) -> c; a + c: the sum needs `a` before the ReLU.
+        let (engine, worst) = both_engines(|b| {
+            let a = conv(b, "x", "conv", 1.0);
+            let id = b.op("Identity", "alias", &[&a], vec![]);
+            let c = b.op("Relu", "relu", &[&id], vec![]);
+            let d = b.op("Add", "sum", &[&a, &c], vec![]);
+            head(b, &d)
+        });
+        assert_eq!(engine, super::super::Engine::Native);
+        assert!(worst < 1e-6, "{worst}");
+    }
+
+    #[test]
+    fn an_unused_branch_does_not_keep_a_graph_in_tract() {
+        let (engine, worst) = both_engines(|b| {
+            let a = conv(b, "x", "conv", 1.0);
+            let idx = b.i64s("idx", &[2], &[1, 0]);
+            // Read by nothing: tract prunes it, and so does the lowering.
+            b.op("Gather", "unused", &[&a, &idx], vec![Attr::Int("axis", 1)]);
+            let r = b.op("Relu", "relu", &[&a], vec![]);
+            head(b, &r)
+        });
+        assert_eq!(engine, super::super::Engine::Native);
+        assert!(worst < 1e-6, "{worst}");
     }
 
     /// A deep graph on a small input shrinks its maps to 1x1 and below what the native nets
