@@ -426,12 +426,36 @@ fn faces_entering_a_panning_group_shot_are_picked_up() {
     let n = 120u64;
     let out = run(n, PipelineConfig::default(), view.clone());
     let mut det = FaceDetector::new(DetectorConfig::thorough()).unwrap();
-    let mut short = 0;
+    // A face that came in on the right is found by a whole-frame search, which finishes when
+    // the scheduler lets it (a few frames to a few tens of frames later, and later still in a
+    // debug build). So each face the thorough search finds counts once it has been in view for
+    // half a second (15 frames, 90 px of pan), and counts as followed when a followed face's
+    // box is centred on it.
+    const SETTLED_PX: i32 = 15 * 6;
+    let (mut counted, mut missed) = (0, 0);
     for i in (30..n).step_by(10) {
-        let thorough = det.detect(&emocam::imaging::to_gray(&view(i))).len();
-        let live = out[i as usize].faces.len();
-        println!("frame {i}: thorough {thorough}, followed {live}");
-        short += thorough.saturating_sub(live);
+        let thorough = det.detect(&emocam::imaging::to_gray(&view(i)));
+        let faces = &out[i as usize].faces;
+        let settled: Vec<&FaceBox> = thorough
+            .iter()
+            .filter(|b| b.x + b.w as i32 + SETTLED_PX <= 640)
+            .collect();
+        let lost: Vec<&&FaceBox> = settled
+            .iter()
+            .filter(|b| !faces.iter().any(|f| near(&f.bbox, b.center(), b.w)))
+            .collect();
+        println!(
+            "frame {i}: thorough {}, settled {}, followed {}, settled not followed {lost:?}",
+            thorough.len(),
+            settled.len(),
+            faces.len()
+        );
+        counted += settled.len();
+        missed += lost.len();
     }
-    assert!(short <= 4, "{short} faces missing over 9 sampled frames");
+    assert!(counted >= 50, "only {counted} settled faces in the samples");
+    assert!(
+        missed <= 2,
+        "{missed} of {counted} faces in view for half a second were not followed"
+    );
 }
