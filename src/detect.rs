@@ -49,7 +49,10 @@ impl DetectorConfig {
         })
     }
 
-    /// For live video: 320 px wide detection copy, coarse pyramid (about 13 ms a 640x480 frame).
+    /// A fast, coarse whole-frame search: a 320 px wide detection copy and a coarse pyramid,
+    /// so faces under about 80 px of a 640x480 frame are missed. The pipeline no longer uses it
+    /// (video follows faces with [`DetectorConfig::tracking`]); it is for callers who want one
+    /// cheap search per frame.
     pub fn live() -> Self {
         Self {
             detect_width: Some(320),
