@@ -141,7 +141,9 @@ impl Tracker {
 
     /// Start tracks for faces a full-frame search found in an earlier frame (at `t_ms`) that
     /// no track covers; they are confirmed or dropped by the next frame's searches around them.
-    pub fn add_found(&mut self, t_ms: f64, found: &[FaceBox]) {
+    /// Returns how many tracks were started.
+    pub fn add_found(&mut self, t_ms: f64, found: &[FaceBox]) -> usize {
+        let mut started = 0;
         for d in found {
             // Only a fit counts: in a group the boxes of neighbours touch, and a new face
             // beside a followed one must not be taken for it.
@@ -154,8 +156,10 @@ impl Tracker {
                 .any(|t| fit(&t.predict(t_ms), d).is_some() || fit(&t.bbox, d).is_some());
             if !known {
                 self.start(*d, t_ms);
+                started += 1;
             }
         }
+        started
     }
 
     fn start(&mut self, bbox: FaceBox, t_ms: f64) -> u64 {

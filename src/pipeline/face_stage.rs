@@ -94,11 +94,19 @@ type Job = (u64, f64, Arc<GrayImage>, f32);
 type Found = (u64, f64, Vec<FaceBox>, Duration);
 
 /// With a paced source (a camera, a video at its rate), full-frame searches take at most this
-/// share of a core: a search of 70 ms then starts at most every 700 ms. That is what keeps a
-/// 640x480 camera at 30 fps near a tenth of a core, while a new face still shows within about
-/// a second; the faces already followed are searched for on every frame regardless. Unpaced
-/// runs search back to back on the second core instead.
+/// share of a core: a 640x480 search of 43 ms then starts at most every 430 ms, so a new face
+/// shows within about half a second; the faces already followed are searched for on every
+/// frame regardless. Unpaced runs search back to back on the second core instead.
 const PACED_SEARCH_SHARE: f64 = 0.1;
+
+/// The share once [`QUIET_SEARCHES`] searches in a row found no face that was not followed
+/// already: a webcam on one person mostly sees nobody new, and the searches were then a
+/// quarter of the process's CPU at 30 fps. A new face then shows within about a second and a
+/// half (a 43 ms search every 1.4 s), and the next search goes back to the full share.
+const QUIET_SEARCH_SHARE: f64 = 0.03;
+
+/// See [`QUIET_SEARCH_SHARE`].
+const QUIET_SEARCHES: u32 = 3;
 
 /// The full-frame search thread, with one search in flight at most.
 struct Searcher {
@@ -112,6 +120,8 @@ struct Searcher {
     /// When the last search started, and how long the last finished one took.
     last_start: Option<Instant>,
     last_took: Duration,
+    /// Searches in a row that found nobody new.
+    quiet: u32,
 }
 
 impl Searcher {
@@ -144,6 +154,7 @@ impl Searcher {
             last_start_ms: None,
             last_start: None,
             last_took: Duration::ZERO,
+            quiet: 0,
         })
     }
 
@@ -184,16 +195,31 @@ impl Searcher {
         got.map(Some)
     }
 
+    /// Count a finished search that found `new` faces nobody followed.
+    fn found_new(&mut self, new: usize) {
+        self.quiet = if new == 0 {
+            self.quiet.saturating_add(1)
+        } else {
+            0
+        };
+    }
+
     /// True when a new search may start at source time `t`: `every_ms` after the last one,
-    /// and when `paced`, not before the last one's duration over [`PACED_SEARCH_SHARE`].
+    /// and when `paced`, not before the last one's duration over [`PACED_SEARCH_SHARE`] (or
+    /// [`QUIET_SEARCH_SHARE`] while nobody new has been found for a while).
     fn due(&self, t: f64, every_ms: f64, paced: bool) -> bool {
         let by_source = self
             .last_start_ms
             .is_none_or(|l| t - l >= every_ms || t < l);
+        let share = if self.quiet >= QUIET_SEARCHES {
+            QUIET_SEARCH_SHARE
+        } else {
+            PACED_SEARCH_SHARE
+        };
         let by_budget = !paced
-            || self.last_start.is_none_or(|s| {
-                s.elapsed().as_secs_f64() >= self.last_took.as_secs_f64() / PACED_SEARCH_SHARE
-            });
+            || self
+                .last_start
+                .is_none_or(|s| s.elapsed().as_secs_f64() >= self.last_took.as_secs_f64() / share);
         by_source && by_budget
     }
 }
@@ -392,7 +418,8 @@ impl FaceStage {
             .in_flight
             .is_some_and(|(k, _)| frame.index >= k + MAX_SEARCH_LAG_FRAMES);
         if let Some((_, tk, found, _)) = searcher.take(!self.lossy && overdue).ok()? {
-            tracker.add_found(tk, &found);
+            let new = tracker.add_found(tk, &found);
+            searcher.found_new(new);
         }
         let full_scale = full_search_scale(self.config.min_face, h);
         let mut found = Vec::new();
