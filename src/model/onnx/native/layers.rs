@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use tract_onnx::pb;
 
-use super::step::Step;
+use super::step::Op;
 use super::{Kind, Lowering, Slot, Val, attr, ce, int, ints, string, tensor};
 use crate::model::ops::tf_same_pool_geometry;
 
@@ -66,9 +66,8 @@ impl Lowering {
                 };
                 self.emit(
                     out,
-                    |y| Step::Conv3 {
+                    Op::Conv3 {
                         x,
-                        y,
                         w: wt,
                         b,
                         pad: p,
@@ -86,9 +85,8 @@ impl Lowering {
                 };
                 self.emit(
                     out,
-                    |y| Step::Depthwise {
+                    Op::Depthwise {
                         x,
-                        y,
                         k,
                         b,
                         relu: false,
@@ -109,9 +107,8 @@ impl Lowering {
                 };
                 self.emit(
                     out,
-                    |y| Step::Pointwise {
+                    Op::Pointwise {
                         x,
-                        y,
                         w: wt,
                         b,
                         stride2,
@@ -148,14 +145,14 @@ impl Lowering {
             .collect();
         let kind = Kind::Map { c, h, w };
         if self.fusable(x_name) {
-            let folded = match self.steps.last_mut() {
-                Some(Step::Conv3 {
+            let folded = match self.steps.last_mut().map(|s| &mut s.op) {
+                Some(Op::Conv3 {
                     w, b, relu: false, ..
                 }) => fold(w, b, &scale, &shift, (c, 1, 1, 1), c)?,
-                Some(Step::Pointwise {
+                Some(Op::Pointwise {
                     w, b, relu: false, ..
                 }) => fold(w, b, &scale, &shift, (c, 1), (c, 1))?,
-                Some(Step::Depthwise {
+                Some(Op::Depthwise {
                     k, b, relu: false, ..
                 }) => {
                     let mut bias = match b.take() {
@@ -175,7 +172,7 @@ impl Lowering {
         }
         let mul = tensor(&scale, (c, 1, 1, 1))?;
         let add = tensor(&shift, (c, 1, 1, 1))?;
-        self.emit(out, |y| Step::Affine { x, y, mul, add }, kind);
+        self.emit(out, Op::Affine { x, mul, add }, kind);
         Ok(())
     }
 
@@ -206,12 +203,12 @@ impl Lowering {
         match (k.as_slice(), strides.as_slice()) {
             ([3, 3], [2, 2]) if pads == tf_same => self.emit(
                 out,
-                |y| Step::MaxPool3 { x, y, add: None },
+                Op::MaxPool3 { x, add: None },
                 Kind::Map { c, h: oh, w: ow },
             ),
             ([2, 2], [2, 2]) if pads.iter().all(|&p| p == 0) && h >= 2 && w >= 2 => self.emit(
                 out,
-                |y| Step::MaxPool2 { x, y },
+                Op::MaxPool2 { x },
                 Kind::Map {
                     c,
                     h: h / 2,
@@ -239,9 +236,9 @@ impl Lowering {
                 // A max pool's output plus another map, in one pass.
                 for (pooled, other) in [(a, sb), (b, sa)] {
                     if self.fusable(pooled)
-                        && let Some(Step::MaxPool3 {
+                        && let Some(Op::MaxPool3 {
                             add: add @ None, ..
-                        }) = self.steps.last_mut()
+                        }) = self.steps.last_mut().map(|s| &mut s.op)
                     {
                         *add = Some(other);
                         let slot = self.run_val(pooled)?.0;
@@ -249,7 +246,7 @@ impl Lowering {
                         return Ok(());
                     }
                 }
-                self.emit(out, |y| Step::Add { a: sa, b: sb, y }, ka);
+                self.emit(out, Op::Add { a: sa, b: sb }, ka);
             }
             (Val::Run { slot, kind }, Val::Const { dims, data }) => {
                 let (mul, add) = match op {
@@ -314,7 +311,7 @@ impl Lowering {
         };
         let mul = tensor(&mul, shape.as_slice())?;
         let add = tensor(&add, shape.as_slice())?;
-        self.emit(out, |y| Step::Affine { x, y, mul, add }, kind);
+        self.emit(out, Op::Affine { x, mul, add }, kind);
         Ok(())
     }
 
@@ -356,7 +353,7 @@ impl Lowering {
             }
             None => None,
         };
-        self.emit(out, |y| Step::Dense { x, y, w, b }, Kind::Flat { k });
+        self.emit(out, Op::Dense { x, w, b }, Kind::Flat { k });
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use candle_core::{Device, Tensor};
 use tract_onnx::pb;
 
 use super::import::{GraphShape, Layout};
-use step::Step;
+use step::{Op, Step};
 
 /// Index of a runtime value.
 type Slot = usize;
@@ -95,9 +95,10 @@ impl NativePlan {
         v[0] = Some(pixels);
         for (step, frees) in self.steps.iter().zip(&self.frees) {
             let y = step
+                .op
                 .run(&v)
                 .map_err(|e| format!("a native kernel failed: {e}"))?;
-            v[step.output()] = Some(y);
+            v[step.y] = Some(y);
             for &s in frees {
                 v[s] = None;
             }
@@ -194,10 +195,12 @@ impl Lowering {
             Kind::Flat { k } => k,
             Kind::Map { c, h: 1, w: 1 } => {
                 let y = self.slot();
-                self.steps.push(Step::Mean {
-                    x: slot,
+                self.steps.push(Step {
+                    op: Op::Mean {
+                        x: slot,
+                        flat: true,
+                    },
                     y,
-                    flat: true,
                 });
                 slot = y;
                 c
@@ -206,7 +209,7 @@ impl Lowering {
         };
         let mut last_read = vec![usize::MAX; self.slots];
         for (i, s) in self.steps.iter().enumerate() {
-            for x in s.inputs() {
+            for x in s.op.inputs() {
                 last_read[x] = i;
             }
         }
@@ -275,7 +278,7 @@ impl Lowering {
             .count();
         names == 1
             && self.readers.get(name) == Some(&1)
-            && self.steps.last().is_some_and(|s| s.output() == slot)
+            && self.steps.last().is_some_and(|s| s.y == slot)
     }
 
     /// `out` names the value `consumed` named, now that a node has been fused into the step
@@ -285,9 +288,9 @@ impl Lowering {
         self.alias(out, slot, kind);
     }
 
-    fn emit(&mut self, out: &str, step: impl FnOnce(Slot) -> Step, kind: Kind) {
+    fn emit(&mut self, out: &str, op: Op, kind: Kind) {
         let y = self.slot();
-        self.steps.push(step(y));
+        self.steps.push(Step { op, y });
         self.alias(out, y, kind);
     }
 
@@ -340,16 +343,16 @@ impl Lowering {
                 let (slot, kind) = self.run_val(x)?;
                 if self.fusable(x)
                     && let Some(
-                        Step::Conv3 { relu, .. }
-                        | Step::Depthwise { relu, .. }
-                        | Step::Pointwise { relu, .. },
-                    ) = self.steps.last_mut()
+                        Op::Conv3 { relu, .. }
+                        | Op::Depthwise { relu, .. }
+                        | Op::Pointwise { relu, .. },
+                    ) = self.steps.last_mut().map(|s| &mut s.op)
                 {
                     *relu = true;
                     self.fused(x, out, slot, kind);
                     return Ok(());
                 }
-                self.emit(out, |y| Step::Relu { x: slot, y }, kind);
+                self.emit(out, Op::Relu { x: slot }, kind);
             }
             "MaxPool" => self.max_pool(n, out)?,
             "Add" | "Mul" | "Sub" | "Div" => self.binary(n, out)?,
@@ -357,7 +360,7 @@ impl Lowering {
                 let (x, c, _, _) = self.map(input(0)?)?;
                 self.emit(
                     out,
-                    |y| Step::Mean { x, y, flat: false },
+                    Op::Mean { x, flat: false },
                     Kind::Map { c, h: 1, w: 1 },
                 );
             }
@@ -385,7 +388,7 @@ impl Lowering {
                 } else {
                     Kind::Map { c, h: 1, w: 1 }
                 };
-                self.emit(out, |y| Step::Mean { x, y, flat }, kind);
+                self.emit(out, Op::Mean { x, flat }, kind);
             }
             "Gemm" => self.gemm(n, out)?,
             "MatMul" => {
@@ -396,7 +399,7 @@ impl Lowering {
                 }
                 let k = dims[1];
                 let w = tensor(data, (k_in, k))?;
-                self.emit(out, |y| Step::Dense { x, y, w, b: None }, Kind::Flat { k });
+                self.emit(out, Op::Dense { x, w, b: None }, Kind::Flat { k });
             }
             "Softmax" => {
                 let (x, k) = self.flat(input(0)?)?;
@@ -404,7 +407,7 @@ impl Lowering {
                 if axis != 1 && axis != -1 {
                     return Err(format!("softmax over axis {axis}"));
                 }
-                self.emit(out, |y| Step::Softmax { x, y }, Kind::Flat { k });
+                self.emit(out, Op::Softmax { x }, Kind::Flat { k });
             }
             other => return Err(format!("operator {other} is not lowered")),
         }
@@ -458,15 +461,14 @@ impl Lowering {
                 if h == 1 && w == 1 {
                     self.emit(
                         out,
-                        |y| Step::Mean {
+                        Op::Mean {
                             x: slot,
-                            y,
                             flat: true,
                         },
                         Kind::Flat { k },
                     );
                 } else {
-                    self.emit(out, |y| Step::Flatten { x: slot, y }, Kind::Flat { k });
+                    self.emit(out, Op::Flatten { x: slot }, Kind::Flat { k });
                 }
             }
             (k, s) => return Err(format!("{} of {k} to {s:?}", n.op_type)),

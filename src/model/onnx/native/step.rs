@@ -13,19 +13,23 @@ use crate::model::ops::{
 /// a matmul (the native mini-Xception's stem, see [`conv3x3_direct`]).
 const DIRECT_MAX_CIN: usize = 8;
 
-/// One kernel call.
-pub(super) enum Step {
+/// One kernel call of a plan: what it computes, and the slot its result goes to.
+pub(super) struct Step {
+    pub op: Op,
+    pub y: Slot,
+}
+
+/// What a kernel call computes, from which slots.
+pub(super) enum Op {
     /// `x * mul + add`, per channel (one value for all, or one per channel).
     Affine {
         x: Slot,
-        y: Slot,
         mul: Tensor,
         add: Tensor,
     },
     /// Dense 3x3, stride 1.
     Conv3 {
         x: Slot,
-        y: Slot,
         /// `(Cout, Cin, 3, 3)`.
         w: Tensor,
         /// `(Cout)`.
@@ -36,7 +40,6 @@ pub(super) enum Step {
     /// Depthwise 3x3, stride 1, padding 1.
     Depthwise {
         x: Slot,
-        y: Slot,
         /// `(C, 1, 3, 3)`.
         k: Tensor,
         /// `(C, 1, 1, 1)`.
@@ -46,7 +49,6 @@ pub(super) enum Step {
     /// 1x1, stride 1 or 2, as one matmul.
     Pointwise {
         x: Slot,
-        y: Slot,
         /// `(Cout, Cin)`.
         w: Tensor,
         /// `(Cout, 1)`.
@@ -56,37 +58,30 @@ pub(super) enum Step {
     },
     MaxPool3 {
         x: Slot,
-        y: Slot,
         add: Option<Slot>,
     },
     MaxPool2 {
         x: Slot,
-        y: Slot,
     },
     Add {
         a: Slot,
         b: Slot,
-        y: Slot,
     },
     Relu {
         x: Slot,
-        y: Slot,
     },
     /// Mean over height and width: `(C, N, H, W)` -> `(C, N, 1, 1)`, or `(N, C)` when `flat`.
     Mean {
         x: Slot,
-        y: Slot,
         flat: bool,
     },
     /// `(C, N, H, W)` -> `(N, C*H*W)` in NCHW order, as ONNX flattens.
     Flatten {
         x: Slot,
-        y: Slot,
     },
     /// `(N, K_in) x (K_in, K) + bias`.
     Dense {
         x: Slot,
-        y: Slot,
         /// `(K_in, K)`.
         w: Tensor,
         /// `(1, K)`.
@@ -94,42 +89,24 @@ pub(super) enum Step {
     },
     Softmax {
         x: Slot,
-        y: Slot,
     },
 }
 
-impl Step {
-    pub(super) fn output(&self) -> Slot {
-        match self {
-            Step::Affine { y, .. }
-            | Step::Conv3 { y, .. }
-            | Step::Depthwise { y, .. }
-            | Step::Pointwise { y, .. }
-            | Step::MaxPool3 { y, .. }
-            | Step::MaxPool2 { y, .. }
-            | Step::Add { y, .. }
-            | Step::Relu { y, .. }
-            | Step::Mean { y, .. }
-            | Step::Flatten { y, .. }
-            | Step::Dense { y, .. }
-            | Step::Softmax { y, .. } => *y,
-        }
-    }
-
+impl Op {
     pub(super) fn inputs(&self) -> Vec<Slot> {
         match self {
-            Step::Add { a, b, .. } => vec![*a, *b],
-            Step::MaxPool3 { x, add, .. } => std::iter::once(*x).chain(*add).collect(),
-            Step::Affine { x, .. }
-            | Step::Conv3 { x, .. }
-            | Step::Depthwise { x, .. }
-            | Step::Pointwise { x, .. }
-            | Step::MaxPool2 { x, .. }
-            | Step::Relu { x, .. }
-            | Step::Mean { x, .. }
-            | Step::Flatten { x, .. }
-            | Step::Dense { x, .. }
-            | Step::Softmax { x, .. } => vec![*x],
+            Op::Add { a, b, .. } => vec![*a, *b],
+            Op::MaxPool3 { x, add, .. } => std::iter::once(*x).chain(*add).collect(),
+            Op::Affine { x, .. }
+            | Op::Conv3 { x, .. }
+            | Op::Depthwise { x, .. }
+            | Op::Pointwise { x, .. }
+            | Op::MaxPool2 { x, .. }
+            | Op::Relu { x, .. }
+            | Op::Mean { x, .. }
+            | Op::Flatten { x, .. }
+            | Op::Dense { x, .. }
+            | Op::Softmax { x, .. } => vec![*x],
         }
     }
 
@@ -139,8 +116,8 @@ impl Step {
                 .ok_or_else(|| candle_core::Error::Msg(format!("value {s} is not computed")))
         };
         match self {
-            Step::Affine { x, mul, add, .. } => get(*x)?.broadcast_mul(mul)?.broadcast_add(add),
-            Step::Conv3 {
+            Op::Affine { x, mul, add, .. } => get(*x)?.broadcast_mul(mul)?.broadcast_add(add),
+            Op::Conv3 {
                 x, w, b, pad, relu, ..
             } => {
                 let x = get(*x)?;
@@ -154,14 +131,14 @@ impl Step {
                 let (ho, wo) = (h + 2 * pad - 2, ww + 2 * pad - 2);
                 bias_act_in_place(out, &b.reshape((cout, 1))?, *relu)?.reshape((cout, n, ho, wo))
             }
-            Step::Depthwise { x, k, b, relu, .. } => {
+            Op::Depthwise { x, k, b, relu, .. } => {
                 let mut y = depthwise_conv3x3(get(*x)?, k)?;
                 if let Some(b) = b {
                     y = y.broadcast_add(b)?;
                 }
                 if *relu { y.relu() } else { Ok(y) }
             }
-            Step::Pointwise {
+            Op::Pointwise {
                 x,
                 w,
                 b,
@@ -175,14 +152,14 @@ impl Step {
                 let out = w.matmul(&s.reshape((c, n * h * ww))?)?;
                 bias_act_in_place(out, b, *relu)?.reshape((w.dim(0)?, n, h, ww))
             }
-            Step::MaxPool3 { x, add, .. } => match add {
+            Op::MaxPool3 { x, add, .. } => match add {
                 Some(r) => max_pool3x3_s2_same_add(get(*x)?, get(*r)?),
                 None => max_pool3x3_s2_same(get(*x)?),
             },
-            Step::MaxPool2 { x, .. } => max_pool2x2(get(*x)?),
-            Step::Add { a, b, .. } => get(*a)? + get(*b)?,
-            Step::Relu { x, .. } => get(*x)?.relu(),
-            Step::Mean { x, flat, .. } => {
+            Op::MaxPool2 { x, .. } => max_pool2x2(get(*x)?),
+            Op::Add { a, b, .. } => get(*a)? + get(*b)?,
+            Op::Relu { x, .. } => get(*x)?.relu(),
+            Op::Mean { x, flat, .. } => {
                 let x = get(*x)?;
                 let (c, n, h, w) = x.dims4()?;
                 let m = x.reshape((c, n, h * w))?.mean(D::Minus1)?;
@@ -192,21 +169,21 @@ impl Step {
                     m.reshape((c, n, 1, 1))
                 }
             }
-            Step::Flatten { x, .. } => {
+            Op::Flatten { x, .. } => {
                 let x = get(*x)?;
                 let (c, n, h, w) = x.dims4()?;
                 x.permute((1, 0, 2, 3))?
                     .contiguous()?
                     .reshape((n, c * h * w))
             }
-            Step::Dense { x, w, b, .. } => {
+            Op::Dense { x, w, b, .. } => {
                 let y = get(*x)?.matmul(w)?;
                 match b {
                     Some(b) => y.broadcast_add(b),
                     None => Ok(y),
                 }
             }
-            Step::Softmax { x, .. } => candle_nn::ops::softmax_last_dim(get(*x)?),
+            Op::Softmax { x, .. } => candle_nn::ops::softmax_last_dim(get(*x)?),
         }
     }
 }
