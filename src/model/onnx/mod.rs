@@ -247,12 +247,8 @@ impl OnnxNet {
             FaceCrop::Gray(&gray),
             FaceCrop::Rgb(&rgb),
         ];
-        let tract: Vec<Vec<f32>> = match faces
-            .iter()
-            .map(|f| self.run_tract(std::slice::from_ref(f), 0))
-            .collect::<Result<Vec<_>>>()
-        {
-            Ok(rows) => rows.into_iter().flatten().collect(),
+        let tract = match self.run_tract(&faces, 0) {
+            Ok(rows) => rows,
             Err(e) => return Some(format!("tract failed on the probes: {e}")),
         };
         let native = match self.run_native(&faces, 0) {
