@@ -264,8 +264,13 @@ impl Classifier {
     /// Classify a batch of grayscale face crops (any size; resized to the input size if needed).
     /// All faces go through the network in one batch.
     pub fn classify(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
+        self.gray_scores(faces, false)
+    }
+
+    /// Scores of gray crops, each averaged with its mirror image when `mirror`.
+    fn gray_scores(&self, faces: &[GrayImage], mirror: bool) -> Result<Vec<Scores>> {
         Ok(self
-            .raw_probs(faces, false)?
+            .raw_probs(faces, mirror)?
             .iter()
             .map(|p| self.to_scores(p))
             .collect())
@@ -323,11 +328,7 @@ impl Classifier {
     fn rgb_scores(&self, faces: &[RgbImage], mirror: bool) -> Result<Vec<Scores>> {
         let Some(net) = self.onnx_net() else {
             let gray: Vec<GrayImage> = faces.iter().map(crate::imaging::to_gray).collect();
-            return if mirror {
-                self.classify_tta(&gray)
-            } else {
-                self.classify(&gray)
-            };
+            return self.gray_scores(&gray, mirror);
         };
         let rows = |faces: &[RgbImage]| -> Result<Rows> {
             let crops: Vec<onnx::FaceCrop> = faces.iter().map(onnx::FaceCrop::Rgb).collect();
@@ -406,11 +407,7 @@ impl Classifier {
     /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time
     /// augmentation). A member that is already `flip_average` runs once, not on both again.
     pub fn classify_tta(&self, faces: &[GrayImage]) -> Result<Vec<Scores>> {
-        Ok(self
-            .raw_probs(faces, true)?
-            .iter()
-            .map(|p| self.to_scores(p))
-            .collect())
+        self.gray_scores(faces, true)
     }
 
     /// Map one output row (in the network's class order) into scores in display order.
