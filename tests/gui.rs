@@ -96,24 +96,30 @@ fn the_app_shows_faces_with_bars_and_a_status_bar() {
     h.get_by_label_contains("latency");
 }
 
+/// Once the app scores faces, open `bad` as weights: the app must show an error and keep its
+/// model. Returns the error shown.
+fn refused(h: &mut Harness<'static, Option<EmocamApp>>, bad: PathBuf) -> String {
+    step_until(h, |a| !a.faces.is_empty());
+    let model = h.state().as_ref().unwrap().model_name().to_string();
+    h.state_mut().as_mut().unwrap().open_weights(bad);
+    step_until(h, |a| a.weights_error.is_some());
+    h.step();
+    let app = h.state().as_ref().unwrap();
+    assert_eq!(app.model_name(), model, "the old model keeps running");
+    app.weights_error.clone().unwrap()
+}
+
 #[test]
 fn a_bad_weights_file_shows_an_error_and_keeps_the_old_model() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("garbage.safetensors");
     std::fs::write(&bad, [0u8; 4]).unwrap();
     let mut h = app_harness(demo_options(dir.path().to_path_buf()));
-    step_until(&mut h, |a| !a.faces.is_empty());
-    let model = h.state().as_ref().unwrap().model_name().to_string();
-    h.state_mut().as_mut().unwrap().open_weights(bad.clone());
-    step_until(&mut h, |a| a.weights_error.is_some());
-    h.step();
-    let app = h.state().as_ref().unwrap();
-    let err = app.weights_error.clone().unwrap();
+    let err = refused(&mut h, bad.clone());
     assert!(
         err.contains("garbage.safetensors") && err.contains("not a safetensors file"),
         "{err}"
     );
-    assert_eq!(app.model_name(), model, "the old model keeps running");
     h.get_by_label_contains("Weights not loaded");
     h.get_by_label_contains("garbage.safetensors");
     // Frames are still scored after the rejection.
@@ -362,19 +368,11 @@ fn a_snapshot_saves_the_frame_with_its_boxes() {
 fn a_bad_onnx_model_keeps_the_old_one_and_an_eight_class_model_shows_eight_bars() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = app_harness(demo_options(dir.path().to_path_buf()));
-    step_until(&mut h, |a| !a.faces.is_empty());
-    let model = h.state().as_ref().unwrap().model_name().to_string();
-    let bad = common::fixture("onnx/two_inputs.onnx");
-    h.state_mut().as_mut().unwrap().open_weights(bad);
-    step_until(&mut h, |a| a.weights_error.is_some());
-    h.step();
-    let app = h.state().as_ref().unwrap();
-    let err = app.weights_error.clone().unwrap();
+    let err = refused(&mut h, common::fixture("onnx/two_inputs.onnx"));
     assert!(
         err.contains("two_inputs.onnx") && err.contains("2 inputs"),
         "{err}"
     );
-    assert_eq!(app.model_name(), model, "the old model keeps running");
     step_until(&mut h, |a| !a.faces.is_empty());
 
     // FER+'s eight classes, contempt among them: the bars follow the loaded model.
