@@ -2,7 +2,7 @@
 //! plain background), as the pipeline searches it: the whole frame for new faces at the scale
 //! the default smallest face (40 px) needs, the region around a followed face on the small copy
 //! tried first and on the larger one tried when that finds nothing, and the thorough settings
-//! of still images.
+//! of still images; and turning the colour frame gray, which comes first.
 //! `cargo bench --bench detect`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -34,6 +34,9 @@ fn detect(c: &mut Criterion) {
     let face = found[0];
     let region = Region::around(&face, 0.4, frame.width(), frame.height()).expect("region");
     let mut g = c.benchmark_group("detect");
+    // Every frame of the live pipeline is turned gray before anything is searched.
+    let rgb = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 77]));
+    g.bench_function("to_gray_640x480", |b| b.iter(|| to_gray(&rgb)));
     g.bench_function("whole_frame_640x480_live", |b| {
         b.iter(|| det.detect_region(&frame, whole, full_scale))
     });

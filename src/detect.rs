@@ -166,8 +166,7 @@ impl FaceDetector {
         let src = if whole {
             gray
         } else {
-            cropped =
-                image::imageops::crop_imm(gray, region.x, region.y, region.w, region.h).to_image();
+            cropped = crate::imaging::crop_gray(gray, region.x, region.y, region.w, region.h);
             &cropped
         };
         let scaled;
