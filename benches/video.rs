@@ -8,6 +8,7 @@
 //! - yuv2rgb: openh264's own converter (reachable only from its safe decoder, so on a Baseline
 //!   stream) against the `yuv` crate's, on the same 640x360 picture;
 //! - encode: `Mp4Writer` at 640x360;
+//! - demo_frame: one 640x480 frame of the built-in demo (what stands in for a camera here);
 //! - mp4_read_sample: the mp4 crate's per-sample reader over every sample of a variable-rate
 //!   track, at two lengths, to show why the sample table is flattened once instead.
 //!
@@ -270,10 +271,22 @@ fn mp4_read_sample(c: &mut Criterion<CpuTime>) {
     g.finish();
 }
 
+fn demo_frame(c: &mut Criterion<CpuTime>) {
+    let demo = emocam::capture::demo::DemoSource::new(Some("astronaut"), SourceOptions::default())
+        .expect("demo");
+    let mut i = 0u64;
+    c.bench_function("demo_frame_640x480", |b| {
+        b.iter(|| {
+            i += 1;
+            demo.render(i % 150)
+        })
+    });
+}
+
 criterion_group! {
     name = cpu;
     config = cpu_criterion();
-    targets = decode, yuv2rgb, encode, mp4_read_sample
+    targets = decode, yuv2rgb, encode, demo_frame, mp4_read_sample
 }
 criterion_group!(wall, builtin_vs_ffmpeg);
 criterion_main!(cpu, wall);
