@@ -34,6 +34,11 @@ pub struct AppArgs {
     /// least 40); smaller values search finer and cost more.
     #[arg(long, value_name = "PIXELS", value_parser = clap::value_parser!(u32).range(1..))]
     min_face: Option<u32>,
+    /// Run every pass of the model on every frame. By default a followed face gets one of the
+    /// default model's four passes a frame, scored from the latest of each (a quarter of the
+    /// CPU).
+    #[arg(long)]
+    every_pass: bool,
 }
 
 #[cfg(not(feature = "gui"))]
@@ -58,6 +63,7 @@ pub fn run(args: AppArgs) -> Result<ExitCode> {
         record_dir: args.record_dir,
         screenshot: args.screenshot,
         min_face: args.min_face,
+        every_pass: args.every_pass,
         quit_after: args
             .quit_after
             .filter(|s| s.is_finite() && *s >= 0.0)

@@ -50,6 +50,8 @@ pub struct AppOptions {
     pub record: bool,
     /// Smallest face to find, in frame pixels (`None`: 5% of the frame height, at least 40).
     pub min_face: Option<u32>,
+    /// Run every pass of the model on every frame (see [`crate::pipeline::PipelineConfig::every_pass`]).
+    pub every_pass: bool,
 }
 
 impl Default for AppOptions {
@@ -63,6 +65,7 @@ impl Default for AppOptions {
             quit_after: None,
             record: false,
             min_face: None,
+            every_pass: false,
         }
     }
 }
@@ -158,6 +161,7 @@ impl EmocamApp {
             weights: opts.weights.clone(),
             pipeline: crate::pipeline::PipelineConfig {
                 min_face: opts.min_face,
+                every_pass: opts.every_pass,
                 ..Default::default()
             },
             ..SessionConfig::default()

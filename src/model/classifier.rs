@@ -354,54 +354,129 @@ impl Classifier {
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        let per_member: Vec<Vec<Pass>> = self.members.iter().map(|m| m.passes(mirror)).collect();
-        let counts: Vec<usize> = per_member.iter().map(Vec::len).collect();
-        let passes: Vec<Pass> = per_member.into_iter().flatten().collect();
-        let mut results = match &self.lanes {
+        let per_pass = self.all_pass_rows(faces, mirror)?;
+        let counts = self.pass_counts(mirror);
+        (0..faces.len())
+            .map(|f| self.combine(&counts, |p| &per_pass[p][f], f, faces.len()))
+            .collect()
+    }
+
+    /// Every pass's rows for `faces`, in pass order (member by member, each member's face
+    /// before its mirror image), run side by side on the lanes when there are any.
+    fn all_pass_rows(&self, faces: &[GrayImage], mirror: bool) -> Result<Vec<Rows>> {
+        let passes: Vec<Pass> = self.members.iter().flat_map(|m| m.passes(mirror)).collect();
+        let names: Vec<Arc<Member>> = passes.iter().map(|p| Arc::clone(&p.member)).collect();
+        let results = match &self.lanes {
             Some(lanes) => lanes.run(passes, faces, &self.device),
             None => passes
                 .iter()
                 .map(|p| p.probs(faces, &self.device))
                 .collect(),
-        }
-        .into_iter();
-        let classes = self.order.len();
-        let mut pass_rows = |name: &str| -> Result<Rows> {
-            let rows = results.next().unwrap_or_else(|| Ok(Vec::new()))?;
-            self.checked_rows(rows, faces.len(), name)
         };
-        let mut sum = vec![vec![0f32; classes]; faces.len()];
-        for (m, count) in self.members.iter().zip(counts) {
-            // A member's probabilities are the mean over its passes.
-            let mut probs = pass_rows(&m.spec.name)?;
-            for _ in 1..count {
-                let other = pass_rows(&m.spec.name)?;
-                for (row, o) in probs.iter_mut().zip(&other) {
-                    row.iter_mut().zip(o).for_each(|(a, b)| *a += b);
-                }
+        results
+            .into_iter()
+            .zip(names)
+            .map(|(rows, m)| self.checked_rows(rows?, faces.len(), &m.spec.name))
+            .collect()
+    }
+
+    /// How many passes each member makes.
+    fn pass_counts(&self, mirror: bool) -> Vec<usize> {
+        self.members
+            .iter()
+            .map(|m| m.passes(mirror).len())
+            .collect()
+    }
+
+    /// One face's probabilities from its row of each pass (`row(p)` for pass `p`): each member
+    /// the mean of its passes, the members averaged. `face` of `faces` names it in errors.
+    fn combine<'a>(
+        &self,
+        counts: &[usize],
+        row: impl Fn(usize) -> &'a [f32],
+        face: usize,
+        faces: usize,
+    ) -> Result<Vec<f32>> {
+        let mut sum = vec![0f32; self.order.len()];
+        let mut p = 0;
+        for &count in counts {
+            let mut probs = row(p).to_vec();
+            for i in 1..count {
+                probs.iter_mut().zip(row(p + i)).for_each(|(a, b)| *a += b);
             }
             if count > 1 {
-                probs.iter_mut().flatten().for_each(|v| *v /= count as f32);
+                probs.iter_mut().for_each(|v| *v /= count as f32);
             }
-            for (acc, row) in sum.iter_mut().zip(&probs) {
-                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-            }
+            sum.iter_mut().zip(&probs).for_each(|(a, v)| *a += v);
+            p += count;
         }
         let k = self.members.len().max(1) as f32;
-        sum.iter_mut().flatten().for_each(|v| *v /= k);
+        sum.iter_mut().for_each(|v| *v /= k);
         // A NaN would otherwise leave as a row of scores ("angry (NaN%)").
-        if let Some(i) = sum.iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+        if sum.iter().any(|v| !v.is_finite()) {
             return Err(Error::weights(
                 &self.source,
                 format!(
                     "model {} gave a non-finite score for face {} of {}: the network overflows on it, so it has no scores",
                     crate::text::printable(&self.spec.name),
-                    i + 1,
-                    faces.len()
+                    face + 1,
+                    faces
                 ),
             ));
         }
         Ok(sum)
+    }
+
+    /// How many network passes a face costs: each member once, or twice when it averages the
+    /// face with its mirror image. Callers that follow a face over frames may run these one
+    /// at a time ([`Classifier::pass_probs`]) and combine the latest row of each
+    /// ([`Classifier::scores_from_passes`]).
+    pub fn pass_count(&self) -> usize {
+        self.pass_counts(false).iter().sum()
+    }
+
+    /// Pass `pass` alone (of [`Classifier::pass_count`]) over gray faces: one row per face,
+    /// in the network's class order, for [`Classifier::scores_from_passes`]. An error when
+    /// `pass` is out of range.
+    pub fn pass_probs(&self, faces: &[GrayImage], pass: usize) -> Result<Vec<Vec<f32>>> {
+        let Some(p) = self.members.iter().flat_map(|m| m.passes(false)).nth(pass) else {
+            return Err(Error::InvalidInput {
+                what: self.source.display().to_string(),
+                reason: format!("pass {pass}: the model makes {} passes", self.pass_count()),
+            });
+        };
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = p.probs(faces, &self.device)?;
+        self.checked_rows(rows, faces.len(), &p.member.spec.name)
+    }
+
+    /// Every pass's rows for gray faces at once (the passes side by side, as
+    /// [`Classifier::classify`] runs them): `result[pass][face]`.
+    pub fn all_pass_probs(&self, faces: &[GrayImage]) -> Result<Vec<Vec<Vec<f32>>>> {
+        if faces.is_empty() {
+            return Ok(vec![Vec::new(); self.pass_count()]);
+        }
+        self.all_pass_rows(faces, false)
+    }
+
+    /// A face's scores from one row of each pass, combined as [`Classifier::classify`] does;
+    /// the same rows give the same scores. An error when a row is missing or of the wrong
+    /// length, or the result is not finite.
+    pub fn scores_from_passes(&self, rows: &[&[f32]]) -> Result<Scores> {
+        let classes = self.order.len();
+        if rows.len() != self.pass_count() || rows.iter().any(|r| r.len() != classes) {
+            return Err(Error::InvalidInput {
+                what: self.source.display().to_string(),
+                reason: format!(
+                    "expected {} rows of {classes} probabilities, one per pass",
+                    self.pass_count()
+                ),
+            });
+        }
+        let p = self.combine(&self.pass_counts(false), |i| rows[i], 0, 1)?;
+        Ok(self.to_scores(&p))
     }
 
     /// Like [`Classifier::classify`], averaging each face with its mirror image (test-time

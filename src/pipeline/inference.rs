@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use super::spread::PassSpreader;
 use super::{Command, Counters, CropShape, FaceBatch, Notice, Scored, ScoredFace, Waker, deliver};
 use crate::model::Classifier;
 
@@ -14,6 +15,9 @@ use crate::model::Classifier;
 pub(super) struct Inference {
     pub classifier: Classifier,
     pub lossy: bool,
+    /// Spread a several-pass model's passes over the frames of each followed face (see
+    /// [`super::spread`]); `None` runs every pass on every frame.
+    pub spread: Option<PassSpreader>,
     pub counters: Arc<Counters>,
     pub stop: Arc<AtomicBool>,
     pub crop: Arc<CropShape>,
@@ -45,6 +49,9 @@ impl Inference {
                                 classes: c.classes().clone(),
                             });
                             self.classifier = c;
+                            if let Some(s) = &mut self.spread {
+                                s.reset();
+                            }
                         }
                         Err(e) => self.notify(Notice::SwapFailed { path, error: e.to_string() }),
                     },
@@ -53,7 +60,14 @@ impl Inference {
                 recv(self.batches) -> batch => {
                     let Ok(batch) = batch else { break };
                     let t0 = Instant::now();
-                    let scores = match self.classifier.classify_crops(&batch.crops) {
+                    let scored = match &mut self.spread {
+                        Some(s) => {
+                            let ids: Vec<u64> = batch.faces.iter().map(|f| f.id).collect();
+                            s.scores(&self.classifier, &ids, &batch.crops)
+                        }
+                        None => self.classifier.classify_crops(&batch.crops),
+                    };
+                    let scores = match scored {
                         Ok(s) => s,
                         Err(e) => {
                             self.notify(Notice::StageFailed(format!("inference: {e}")));

@@ -34,6 +34,7 @@ use image::RgbImage;
 mod face_stage;
 mod inference;
 mod source_thread;
+mod spread;
 
 use face_stage::FaceStage;
 use inference::Inference;
@@ -243,6 +244,11 @@ pub struct PipelineConfig {
     /// Start a whole-frame search for new faces at most this often, in milliseconds of the
     /// source's time (one runs at a time, beside the searches around known faces).
     pub full_search_ms: f64,
+    /// Run every pass of a model that makes several a face (an ensemble, a mirror average)
+    /// on every frame. Off: a paced source with tracking runs one pass a frame on each face it
+    /// follows and scores it from the latest row of each pass (see the `spread` module), for
+    /// a quarter of the default model's cost; unpaced sources always run every pass.
+    pub every_pass: bool,
 }
 
 /// See [`PipelineConfig::full_search_ms`].
@@ -256,6 +262,7 @@ impl Default for PipelineConfig {
             tracking: true,
             min_face: None,
             full_search_ms: DEFAULT_FULL_SEARCH_MS,
+            every_pass: false,
         }
     }
 }
@@ -394,9 +401,11 @@ impl Pipeline {
             notices: notice_tx.clone(),
             waker: waker.clone(),
         };
+        let spread = (lossy && config.tracking && !config.every_pass).then(Default::default);
         let inference = Inference {
             classifier,
             lossy,
+            spread,
             counters: counters.clone(),
             stop: stop.clone(),
             crop,
