@@ -33,7 +33,7 @@ const REGION_PAD: f32 = 0.4;
 /// enough that a region costs little.
 ///
 /// Measured on a 140 px face in 640x480 (its region searched with a 4 px step, one core, a
-/// busy machine): 64 px with a pad of 0.6 took 11 ms, 56 px with 0.4 about 5 ms, 48 px with
+/// busy machine, rustface's upstream loops): 64 px with a pad of 0.6 took 11 ms, 56 px with 0.4 about 5 ms, 48 px with
 /// 0.3 about 2.5 ms. Most of the cost is the cascade's later stages on the many windows that
 /// overlap a face, so it grows with the face's size in the copy. At 48 px (and with an 8 px
 /// step) the faces of 40-45 px in a group photograph were missed now and then, and a 120 px
@@ -94,15 +94,15 @@ type Job = (u64, f64, Arc<GrayImage>, f32);
 type Found = (u64, f64, Vec<FaceBox>, Duration);
 
 /// With a paced source (a camera, a video at its rate), full-frame searches take at most this
-/// share of a core: a 640x480 search of 43 ms then starts at most every 430 ms, so a new face
+/// share of a core: a 640x480 search of 27 ms then starts at most every 270 ms, so a new face
 /// shows within about half a second; the faces already followed are searched for on every
 /// frame regardless. Unpaced runs search back to back on the second core instead.
 const PACED_SEARCH_SHARE: f64 = 0.1;
 
 /// The share once [`QUIET_SEARCHES`] searches in a row found no face that was not followed
 /// already: a webcam on one person mostly sees nobody new, and the searches were then a
-/// quarter of the process's CPU at 30 fps. A new face then shows within about a second and a
-/// half (a 43 ms search every 1.4 s), and the next search goes back to the full share.
+/// quarter of the process's CPU at 30 fps. A new face then shows within about a second (a
+/// 27 ms search every 0.9 s), and the next search goes back to the full share.
 const QUIET_SEARCH_SHARE: f64 = 0.03;
 
 /// See [`QUIET_SEARCH_SHARE`].
