@@ -410,11 +410,19 @@ fn box_shrink(src: &GrayImage, f: u32) -> GrayImage {
     GrayImage::from_raw(w, h, out).expect("buffer has w*h bytes")
 }
 
-/// The `w` x `h` rectangle at `(x, y)` of `src`, which must lie inside it.
+/// The `w` x `h` rectangle at `(x, y)` of `src`, cut to the part inside it (as
+/// `image::imageops::crop_imm` does).
 pub fn crop_gray(src: &GrayImage, x: u32, y: u32, w: u32, h: u32) -> GrayImage {
+    let (x, y) = (x.min(src.width()), y.min(src.height()));
+    let (w, h) = (w.min(src.width() - x), h.min(src.height() - y));
     let (sw, (x, y, w)) = (src.width() as usize, (x as usize, y as usize, w as usize));
     let mut out = Vec::with_capacity(w * h as usize);
-    for row in src.as_raw()[y * sw..].chunks_exact(sw).take(h as usize) {
+    for row in src
+        .as_raw()
+        .chunks_exact(sw.max(1))
+        .skip(y)
+        .take(h as usize)
+    {
         out.extend_from_slice(&row[x..x + w]);
     }
     GrayImage::from_raw(w as u32, h, out).expect("buffer has w*h bytes")
@@ -582,9 +590,10 @@ mod tests {
     #[test]
     fn a_gray_crop_is_the_rectangle_it_names() {
         let gray = GrayImage::from_fn(9, 6, |x, y| image::Luma([(x * 10 + y) as u8]));
-        let c = crop_gray(&gray, 2, 1, 5, 4);
-        let want = image::imageops::crop_imm(&gray, 2, 1, 5, 4).to_image();
-        assert_eq!(c, want);
+        for (x, y, w, h) in [(2, 1, 5, 4), (6, 4, 9, 9), (9, 6, 3, 3), (0, 0, 9, 6)] {
+            let want = image::imageops::crop_imm(&gray, x, y, w, h).to_image();
+            assert_eq!(crop_gray(&gray, x, y, w, h), want, "{x} {y} {w} {h}");
+        }
     }
 
     #[test]

@@ -465,6 +465,17 @@ impl Classifier {
     /// the same rows give the same scores. An error when a row is missing or of the wrong
     /// length, or the result is not finite.
     pub fn scores_from_passes(&self, rows: &[&[f32]]) -> Result<Scores> {
+        self.scores_of_face(rows, 0, 1)
+    }
+
+    /// [`Classifier::scores_from_passes`] for face `face` of a frame's `faces`, which its
+    /// errors name.
+    pub(crate) fn scores_of_face(
+        &self,
+        rows: &[&[f32]],
+        face: usize,
+        faces: usize,
+    ) -> Result<Scores> {
         let classes = self.order.len();
         if rows.len() != self.pass_count() || rows.iter().any(|r| r.len() != classes) {
             return Err(Error::InvalidInput {
@@ -475,7 +486,7 @@ impl Classifier {
                 ),
             });
         }
-        let p = self.combine(&self.pass_counts(false), |i| rows[i], 0, 1)?;
+        let p = self.combine(&self.pass_counts(false), |i| rows[i], face, faces)?;
         Ok(self.to_scores(&p))
     }
 

@@ -41,8 +41,9 @@ impl PassSpreader {
         crops: &FaceCrops,
     ) -> Result<Vec<Scores>> {
         let passes = classifier.pass_count();
+        let unique = ids.iter().enumerate().all(|(i, id)| !ids[..i].contains(id));
         let faces = match crops {
-            FaceCrops::Gray(faces) if passes > 1 && faces.len() == ids.len() => faces,
+            FaceCrops::Gray(faces) if passes > 1 && faces.len() == ids.len() && unique => faces,
             _ => {
                 self.reset();
                 return classifier.classify_crops(crops);
@@ -50,10 +51,12 @@ impl PassSpreader {
         };
         let pass = self.next % passes;
         self.next = (pass + 1) % passes;
-        let (known, new): (Vec<usize>, Vec<usize>) = (0..faces.len())
-            .partition(|&i| self.rows.get(&ids[i]).is_some_and(|r| r.len() == passes));
-        let pick = |idx: &[usize]| idx.iter().map(|&i| faces[i].clone()).collect::<Vec<_>>();
+        // Taken out while this frame is scored: if a pass fails, every face starts whole on
+        // the next frame rather than from half-updated rows.
         let mut rows = std::mem::take(&mut self.rows);
+        let (known, new): (Vec<usize>, Vec<usize>) =
+            (0..faces.len()).partition(|&i| rows.get(&ids[i]).is_some_and(|r| r.len() == passes));
+        let pick = |idx: &[usize]| idx.iter().map(|&i| faces[i].clone()).collect::<Vec<_>>();
         if !known.is_empty() {
             let fresh = if known.len() == faces.len() {
                 classifier.pass_probs(faces, pass)?
@@ -72,19 +75,22 @@ impl PassSpreader {
                 rows.insert(ids[i], all.iter().map(|p| p[k].clone()).collect());
             }
         }
-        let scores = ids
+        let scores: Vec<Result<Scores>> = ids
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
                 let r: Vec<&[f32]> = rows
                     .get(id)
                     .map_or_else(Vec::new, |r| r.iter().map(Vec::as_slice).collect());
-                classifier.scores_from_passes(&r)
+                classifier.scores_of_face(&r, i, ids.len())
             })
             .collect();
-        // Only this frame's faces are kept: one that comes back later starts whole again.
-        rows.retain(|id, _| ids.contains(id));
+        // Only this frame's faces are kept (one that comes back later starts whole again),
+        // and none whose scores failed: a non-finite row would otherwise spoil the frames
+        // until its pass comes round again.
+        rows.retain(|id, _| ids.iter().zip(&scores).any(|(i, s)| i == id && s.is_ok()));
         self.rows = rows;
-        scores
+        scores.into_iter().collect()
     }
 }
 
@@ -169,5 +175,19 @@ mod tests {
             .scores(&clf, &[2], &FaceCrops::Gray(vec![a.clone()]))
             .unwrap();
         assert!(close(&fresh[0], &whole(&a)));
+    }
+
+    #[test]
+    fn a_frame_with_one_id_twice_runs_the_whole_model_on_each_face() {
+        let clf = Classifier::builtin().unwrap();
+        let (a, b) = (face(3), face(13));
+        let mut s = PassSpreader::default();
+        s.scores(&clf, &[4], &FaceCrops::Gray(vec![a.clone()]))
+            .unwrap();
+        let got = s
+            .scores(&clf, &[4, 4], &FaceCrops::Gray(vec![a.clone(), b.clone()]))
+            .unwrap();
+        let want = clf.classify(&[a, b]).unwrap();
+        assert!(close(&got[0], &want[0]) && close(&got[1], &want[1]));
     }
 }

@@ -184,6 +184,9 @@ pub fn resize_image(src: &ImageData, dest: &mut Vec<u8>, width: u32, height: u32
         dest.extend_from_slice(src.data());
         return;
     }
+    if width == 0 || height == 0 {
+        return;
+    }
 
     let lf_x_scl = f64::from(src.width()) / f64::from(width);
     let lf_y_scl = f64::from(src.height()) / f64::from(height);
