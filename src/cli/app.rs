@@ -36,7 +36,7 @@ pub struct AppArgs {
     min_face: Option<u32>,
     /// Run every pass of the model on every frame. By default a followed face gets one of the
     /// default model's four passes a frame, scored from the latest of each (a quarter of the
-    /// CPU).
+    /// model's CPU time).
     #[arg(long)]
     every_pass: bool,
 }

@@ -52,7 +52,7 @@ pub struct RunArgs {
     min_face: Option<u32>,
     /// Run every pass of the model on every frame of a paced source. By default a followed
     /// face gets one of the default model's four passes a frame, scored from the latest of
-    /// each (a quarter of the CPU); unpaced runs (--fps 0) always run every pass.
+    /// each (a quarter of the model's CPU time); unpaced runs (--fps 0) always run every pass.
     #[arg(long)]
     every_pass: bool,
     /// Print each source's summary as one JSON line.
