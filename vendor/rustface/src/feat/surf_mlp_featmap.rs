@@ -206,6 +206,9 @@ impl SurfMlpFeatureMap {
         self.integral();
     }
 
+    // emocam: upstream's code, no longer called; kept as the reference `emocam_tests` checks
+    // the rewritten loops against.
+    #[cfg(test)]
     unsafe fn fill_integral_channel(&mut self, mut src: *const i32, ch: u32) {
         let mut dest = self.int_img.as_mut_ptr().offset(ch as isize);
         for _ in 0..self.length {
@@ -216,10 +219,12 @@ impl SurfMlpFeatureMap {
         }
     }
 
+    #[cfg(test)]
     fn mask_integral_channel(&mut self) {
         self.mask_integral_channel_portable();
     }
 
+    #[cfg(test)]
     fn mask_integral_channel_portable(&mut self) {
         let mut grad_x_ptr = self.grad_x.as_ptr();
         let mut grad_y_ptr = self.grad_y.as_ptr();
@@ -278,6 +283,7 @@ impl SurfMlpFeatureMap {
         }
     }
 
+    #[cfg(test)]
     fn integral_upstream(&mut self) {
         let data = self.int_img.as_ptr();
         let len = (FeaturePool::K_NUM_INT_CHANNEL * self.width) as usize;
@@ -299,11 +305,13 @@ impl SurfMlpFeatureMap {
         }
     }
 
+    #[cfg(test)]
     #[inline]
     fn vector_cumulative_add(x: *const i32, len: usize, num_channel: u32) {
         SurfMlpFeatureMap::vector_cumulative_add_portable(x, len, num_channel);
     }
 
+    #[cfg(test)]
     fn vector_cumulative_add_portable(x: *const i32, len: usize, num_channel: u32) {
         unsafe {
             let num_channel = num_channel as usize;
